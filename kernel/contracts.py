@@ -1,0 +1,160 @@
+"""The shapes that cross the hook boundary: what plugins return and what the kernel hands them.
+
+Plain data (``Archive``, ``Workflow``, ``PredictRequest``, ``PredictResult``, ``LoadContext``) is
+a dataclass the kernel owns; behaviour a plugin supplies (``Executor``, ``Batcher``,
+``Serializer``, ``NodeHandler``) is a ``Protocol``, so a plugin needs no kernel base class.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+from typing import Protocol
+from typing import runtime_checkable
+
+if TYPE_CHECKING:
+    from kernel.dag import Dag
+    from kernel.settings import Settings
+    from kernel.spec import WorkflowSpec
+
+ArchiveKind = Literal["war", "mar"]
+
+
+@dataclass(frozen=True)
+class Archive:
+    """An opened ``.war`` or ``.mar``: its manifest and where its files were extracted.
+
+    File fields hold names relative to ``root``, exactly as the manifest states them (the
+    ``handler`` keeps a ``:function`` suffix when the archiver wrote one).
+    """
+
+    kind: ArchiveKind
+    source: Path
+    root: Path
+    manifest: Mapping[str, Any]
+    name: str | None
+    handler: str | None = None
+    spec_file: str | None = None
+    serialized_file: str | None = None
+    model_file: str | None = None
+    requirements_file: str | None = None
+    config_file: str | None = None
+    version: str | None = None
+
+    def path(self, relative: str) -> Path:
+        """The absolute path of a file named in the manifest."""
+        return self.root / relative
+
+
+@dataclass
+class Workflow:
+    """A workflow being registered or registered: everything an executor needs to run it."""
+
+    name: str
+    url: str
+    spec: WorkflowSpec
+    dag: Dag
+    archive: Archive
+    node_archives: dict[str, Archive] = field(default_factory=dict)
+    version: str = "1.0"
+    downloaded: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a handler loader knows about the worker it loads a handler for."""
+
+    workflow: str
+    model_name: str
+    model_dir: Path
+    settings: Settings
+    worker_index: int = 0
+    gpu_id: int | None = None
+
+
+@dataclass
+class PredictRequest:
+    """One inference request as the executor receives it.
+
+    ``row`` is the root node's input row exactly as a TorchServe handler sees it (``{"body":
+    ...}`` or one entry per form field); ``deadline`` is a ``time.monotonic()`` instant or None.
+    """
+
+    row: dict[str, Any]
+    headers: Mapping[str, str]
+    request_id: str
+    deadline: float | None = None
+
+
+@dataclass
+class NodeTiming:
+    """Time one node spent on one request, in seconds."""
+
+    node: str
+    queued: float
+    run: float
+    attempts: int = 1
+
+
+@dataclass
+class PredictResult:
+    """The leaf outputs of one request, keyed by leaf node name, plus per-node timings."""
+
+    outputs: dict[str, Any]
+    timings: list[NodeTiming] = field(default_factory=list)
+
+
+@runtime_checkable
+class NodeHandler(Protocol):
+    """A node's code: called with one batch (a list of input rows), returns one output per row."""
+
+    def __call__(self, batch: list[dict[str, Any]]) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class Batcher(Protocol):
+    """Collects requests for one node into batches (batch-size, max-batch-delay, bounded queue)."""
+
+    def put(self, item: Any) -> None:
+        """Queue one item; raises ``Unavailable`` at once when the queue is full or closed."""
+
+    def next_batch(self, timeout: float | None = None) -> list[Any]:
+        """Block for the next batch; an empty list means ``timeout`` passed or it was closed."""
+
+    def close(self) -> None:
+        """Refuse new items and wake every waiting worker."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs one workflow: owns its nodes' workers and batchers."""
+
+    def start(self) -> None:
+        """Load every node's handler and start workers; raises ``RegistrationFailed``."""
+
+    def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
+        """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Live per-node configuration and worker states, JSON-able."""
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, let in-flight ones finish within ``timeout``, free resources."""
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Encodes objects to bytes of one content type and decodes them back."""
+
+    content_type: str
+
+    def serialize(self, obj: Any) -> bytes: ...
+
+    def deserialize(self, data: bytes) -> Any: ...

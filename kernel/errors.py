@@ -1,0 +1,171 @@
+"""The error hierarchy of wfserve, named for outcomes.
+
+Every error is a :class:`WfserveError` carrying a human message plus structured fields
+(``workflow``, ``node``, ``attempt``, ``key``, ``line``... whatever is known where it is raised).
+``ts_type`` is the exception name TorchServe 0.12.0 puts in the ``type`` field of its JSON error
+body for the same outcome; the API plugin maps classes to HTTP statuses in one place, and never
+the raising code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import ClassVar
+
+
+class WfserveError(Exception):
+    """Root of every error the kernel and plugins raise on purpose."""
+
+    ts_type: ClassVar[str] = "InternalServerException"
+
+    def __init__(self, message: str, *, ts_type: str | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, Any] = fields
+        if ts_type is not None:
+            self.ts_type = ts_type  # type: ignore[misc]  # per-instance override
+
+    def __getattr__(self, name: str) -> Any:
+        fields = self.__dict__.get("fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError(name)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.fields.items())
+        return f"{type(self).__name__}({self.message!r}{extra})"
+
+
+# --- client mistakes -------------------------------------------------------------------------
+
+
+class BadRequest(WfserveError):
+    """The request itself is wrong (missing parameter, malformed value)."""
+
+    ts_type = "BadRequestException"
+
+
+class InvalidDAG(BadRequest):
+    """The spec's ``dag:`` is not a DAG TorchServe would accept (cycle, self loop, two roots)."""
+
+    ts_type = "InvalidDAGException"
+
+
+class DownloadFailed(BadRequest):
+    """A URL was allowed but its content could not be fetched."""
+
+    ts_type = "DownloadArchiveException"
+
+
+class InvalidKey(BadRequest):
+    """A token was missing, wrong or expired (TorchServe answers 400, not 401)."""
+
+    ts_type = "InvalidKeyException"
+
+
+class TooLarge(BadRequest):
+    """A body, download or archive exceeds a configured size limit."""
+
+    ts_type = "RequestEntityTooLargeException"
+
+
+class NotFound(WfserveError):
+    """The thing named does not exist."""
+
+    ts_type = "ResourceNotFoundException"
+
+
+class WorkflowNotFound(NotFound):
+    """No workflow (or archive in the store) under that name or URL."""
+
+    ts_type = "WorkflowNotFoundException"
+
+
+class ModelNotFound(NotFound):
+    """No model (workflow node) under that name, or a model URL that resolves to nothing."""
+
+    ts_type = "ModelNotFoundException"
+
+
+class MethodNotAllowed(WfserveError):
+    """The path exists but not for this HTTP method."""
+
+    ts_type = "MethodNotAllowedException"
+
+
+class Conflict(WfserveError):
+    """The name is already taken."""
+
+    ts_type = "ConflictStatusException"
+
+
+# --- bad artefacts ---------------------------------------------------------------------------
+
+
+class InvalidWorkflow(WfserveError):
+    """The workflow archive or its spec cannot be turned into a workflow."""
+
+    ts_type = "InvalidWorkflowException"
+
+
+class BadArchive(InvalidWorkflow):
+    """A file is not a readable archive, or it is unsafe to extract (fields: path, reason)."""
+
+
+class SpecError(InvalidWorkflow):
+    """The spec YAML is malformed or has a bad key or value (fields: key, line)."""
+
+
+# --- runtime outcomes ------------------------------------------------------------------------
+
+
+class RegistrationFailed(WfserveError):
+    """One or more nodes of a workflow could not be loaded; nothing was registered."""
+
+    ts_type = "WorkflowException"
+
+
+class NodeFailed(WfserveError):
+    """A node exhausted its attempts for one request (fields: workflow, node, attempt, cause)."""
+
+    ts_type = "InternalServerException"
+
+
+class Timeout(WfserveError):
+    """One attempt of a node, or a whole request, ran past its deadline."""
+
+    ts_type = "RequestTimeoutException"
+
+
+class Unavailable(WfserveError):
+    """The server cannot take the request now (queue full, workflow draining)."""
+
+    ts_type = "ServiceUnavailableException"
+
+
+# --- configuration and plugins ----------------------------------------------------------------
+
+
+class UsageError(WfserveError):
+    """The command line, a setting or the plugin selection is wrong."""
+
+    ts_type = "BadRequestException"
+
+
+class NoPluginAnswered(WfserveError):
+    """A first-result hook returned None from every plugin (field: hook)."""
+
+
+class UnsupportedURL(NoPluginAnswered, BadRequest):
+    """No fetcher plugin handles this URL's scheme (field: url)."""
+
+    ts_type = "DownloadArchiveException"
+
+
+class UnknownArchiveFormat(NoPluginAnswered, InvalidWorkflow):
+    """No archive plugin can open this file (field: path)."""
+
+    ts_type = "InvalidWorkflowException"

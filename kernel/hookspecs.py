@@ -1,0 +1,188 @@
+"""Every wfserve hook specification. Each docstring is the hook's contract.
+
+Hooks are called by keyword through :class:`kernel.plugins.Hooks`; an implementation may take
+fewer arguments than its specification (pluggy's opt-in arguments), never more. Built-in
+implementations of first-result hooks are ``trylast`` so that any installed plugin answers first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+
+    from kernel.contracts import Archive
+    from kernel.contracts import Batcher
+    from kernel.contracts import Executor
+    from kernel.contracts import LoadContext
+    from kernel.contracts import NodeHandler
+    from kernel.contracts import Serializer
+    from kernel.contracts import Workflow
+    from kernel.core import Kernel
+    from kernel.settings import Settings
+    from kernel.spec import NodeSpec
+
+PROJECT = "wfserve"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# --- loading: URLs, archives, handlers --------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def wfserve_fetch(url: str, store: Path, settings: Settings) -> Path | None:
+    """Resolve a workflow or model URL to a local file or folder.
+
+    :param url: the URL as the client gave it (a bare name, ``file://``, ``https://``...).
+    :param store: the folder bare names are resolved against and downloads are written to
+        (``workflow_store`` for ``.war`` URLs, ``model_store`` for a spec's model ``url``).
+    :param settings: the server settings (``allowed_urls``, size and time limits).
+    :returns: the local path, or None when the URL's scheme is not this plugin's. Raise a
+        ``WfserveError`` (``WorkflowNotFound``, ``DownloadFailed``...) when it is yours but fails.
+        First non-None result wins; if none answers the kernel raises ``UnsupportedURL``.
+        Called from the registering thread.
+    """
+
+
+@hookspec(firstresult=True)
+def wfserve_open_archive(path: Path, workdir: Path) -> Archive | None:
+    """Open a ``.war`` or ``.mar`` (file or folder) and extract it safely under ``workdir``.
+
+    :param path: the local archive file or unpacked folder returned by ``wfserve_fetch``.
+    :param workdir: an empty folder owned by the caller; nothing may be written outside it.
+    :returns: the opened :class:`~kernel.contracts.Archive`, or None when the format is not this
+        plugin's. Raise ``BadArchive`` for a file that is yours but corrupt or unsafe.
+        First non-None result wins; if none answers the kernel raises ``UnknownArchiveFormat``.
+        Called from the registering thread.
+    """
+
+
+@hookspec(firstresult=True)
+def wfserve_load_handler(
+    node: NodeSpec, archive: Archive, context: LoadContext
+) -> NodeHandler | None:
+    """Turn one DAG node into a callable over a batch, for one worker.
+
+    :param node: the node's spec (name, kind ``model``/``function``, properties).
+    :param archive: the ``.mar`` of a model node, or the workflow's ``.war`` for a function node.
+    :param context: the worker being loaded: model name, model dir, settings, worker index, gpu.
+    :returns: a callable taking a list of input rows and returning one output per row, or None
+        when this plugin cannot load that kind of handler. Raise a ``WfserveError`` when loading
+        fails. First non-None result wins; if none answers the node fails to register.
+        Called once per worker, from the registering thread.
+    """
+
+
+# --- execution: batching, executors, serialization ---------------------------------------------
+
+
+@hookspec(firstresult=True)
+def wfserve_make_batcher(node: NodeSpec, settings: Settings) -> Batcher | None:
+    """Build the batcher that feeds one node's workers.
+
+    :param node: the node's spec; ``node.config`` holds batch-size, max-batch-delay, workers.
+    :param settings: the server settings (``job_queue_size`` bounds the queue).
+    :returns: a :class:`~kernel.contracts.Batcher`, or None to leave it to another plugin.
+        First non-None result wins. Called by the executor when it starts a workflow.
+    """
+
+
+@hookspec(firstresult=True)
+def wfserve_make_executor(workflow: Workflow, settings: Settings) -> Executor | None:
+    """Build the executor that runs one workflow.
+
+    :param workflow: the workflow being registered, its spec, DAG and opened archives.
+    :param settings: the server settings (``executor`` names the one the user chose).
+    :returns: an :class:`~kernel.contracts.Executor` (not yet started), or None when this
+        plugin is not the chosen executor. First non-None result wins. Called from the
+        registering thread.
+    """
+
+
+@hookspec(firstresult=True)
+def wfserve_serializer(content_type: str, obj: Any) -> Serializer | None:
+    """Find the serializer for a content type (request decoding) or an object (encoding).
+
+    :param content_type: the media type without parameters, lower case (``application/json``),
+        or ``""`` when unknown.
+    :param obj: when encoding, the object to encode (lets a plugin pick by type, e.g. tensors);
+        when decoding, the raw ``bytes``.
+    :returns: a :class:`~kernel.contracts.Serializer`, or None when neither the type nor the
+        object is this plugin's. First non-None result wins. Called from request threads.
+    """
+
+
+# --- API and serving ------------------------------------------------------------------------
+
+
+@hookspec
+def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
+    """Add routes to the app of one API surface.
+
+    :param app: the ``falcon.App`` being built for that surface.
+    :param kernel: the kernel facade (settings, hooks, registry) the resources use.
+    :param surface: ``"inference"``, ``"management"`` or ``"metrics"``; add only routes that
+        belong to it, so that a route answers only on its own surface's port.
+    :returns: nothing; every plugin is called. Called once per surface per server process.
+    """
+
+
+@hookspec(firstresult=True)
+def wfserve_serve(kernel: Kernel) -> int | None:
+    """Run the server in the foreground until it is stopped.
+
+    :param kernel: the kernel facade, already started.
+    :returns: the process exit code, or None when this plugin does not serve. First non-None
+        result wins; if none answers ``wfserve serve`` says no server plugin is installed.
+        Called from the main thread of ``wfserve serve``.
+    """
+
+
+@hookspec
+def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add sub-commands to the ``wfserve`` command line.
+
+    :param subparsers: the ``argparse`` sub-parser collection; set ``func`` on each parser to a
+        callable taking ``(args, settings)`` and returning an exit code.
+    :returns: nothing; every plugin is called. Called once, before the command line is parsed.
+    """
+
+
+# --- lifecycle ------------------------------------------------------------------------------
+
+
+@hookspec
+def wfserve_startup(kernel: Kernel) -> None:
+    """The server process is starting: restore state, start background work.
+
+    :param kernel: the kernel facade.
+    :returns: nothing; every plugin is called, in registration order reversed (LIFO).
+        Called once per server process, before any request is served.
+    """
+
+
+@hookspec
+def wfserve_shutdown(kernel: Kernel) -> None:
+    """The server process is stopping: drain executors, flush, close.
+
+    :param kernel: the kernel facade.
+    :returns: nothing; every plugin is called. Called once, from the stopping thread.
+    """
+
+
+@hookspec
+def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> None:
+    """Something happened to a workflow.
+
+    :param kernel: the kernel facade.
+    :param event: ``"registered"``, ``"unregistered"``, ``"scaled"``, ``"updated"`` or
+        ``"node_failed"``.
+    :param workflow: the workflow concerned.
+    :returns: nothing; every plugin is called. Called from the thread that caused the event;
+        an implementation must not block.
+    """

@@ -1,0 +1,345 @@
+"""Settings: one declaration per setting, read from four sources in a fixed precedence.
+
+Each field of :class:`Settings` is a setting: its type is the annotation, its metadata holds
+the help text and the TorchServe ``config.properties`` key it answers to. The same table gives
+the typed object, the CLI flags (``--inference-address``) and ``wfserve settings`` (the docs).
+
+Precedence, lowest first: ``conf/wfserve.yaml`` (or ``--config``) < ``config.properties``
+(``--ts-config``, TorchServe keys) < environment ``WFSERVE_<NAME>`` < command-line flags.
+Plugin-specific settings live under ``plugins: {<name>: {...}}`` in the YAML and are read with
+:meth:`Settings.plugin`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kernel.errors import UsageError
+
+ENV_PREFIX = "WFSERVE_"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "wfserve.yaml"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def setting(
+    default: Any, help: str, *, ts_key: str | None = None, choices: tuple[str, ...] = ()
+) -> Any:
+    """Declare one setting (a dataclass field with its documentation)."""
+    meta = {"help": help, "ts_key": ts_key, "choices": choices}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed server settings. Build with :func:`load_settings`; never mutated after."""
+
+    inference_address: str = setting(
+        "http://127.0.0.1:8080", "Inference API bind address.", ts_key="inference_address"
+    )
+    management_address: str = setting(
+        "http://127.0.0.1:8081", "Management API bind address.", ts_key="management_address"
+    )
+    metrics_address: str = setting(
+        "http://127.0.0.1:8082", "Metrics API bind address.", ts_key="metrics_address"
+    )
+    allow_remote_management: bool = setting(
+        False, "Allow the management API to bind a non-loopback address."
+    )
+    model_store: str = setting(
+        "model_store", "Folder model URLs (.mar) are resolved against.", ts_key="model_store"
+    )
+    workflow_store: str | None = setting(
+        None, "Folder workflow URLs (.war) are resolved against; defaults to model_store.",
+        ts_key="workflow_store",
+    )
+    allowed_urls: list[str] = setting(
+        ["file://.*", "http(s)?://.*"],
+        "Regexes a registration URL must match (comma-separated in config.properties).",
+        ts_key="allowed_urls",
+    )
+    max_request_size: int = setting(
+        6553500, "Largest request body accepted, in bytes.", ts_key="max_request_size"
+    )
+    max_response_size: int = setting(
+        6553500, "Largest response body sent, in bytes.", ts_key="max_response_size"
+    )
+    default_response_timeout: int = setting(
+        120, "Seconds a request may take end to end.", ts_key="default_response_timeout"
+    )
+    enable_model_api: bool = setting(
+        False, "Allow registering and deleting models directly.", ts_key="enable_model_api"
+    )
+    disable_token_authorization: bool = setting(
+        False, "Turn token authorization off.", ts_key="disable_token_authorization"
+    )
+    job_queue_size: int = setting(
+        100, "Requests a node may queue before answering 503.", ts_key="job_queue_size"
+    )
+    download_timeout: float = setting(60.0, "Seconds an archive download may take.")
+    max_download_size: int = setting(
+        2 * 1024**3, "Largest archive a URL may download, in bytes."
+    )
+    max_archive_size: int = setting(
+        4 * 1024**3, "Largest total uncompressed size of one archive, in bytes."
+    )
+    max_archive_entries: int = setting(10000, "Most entries one archive may hold.")
+    max_workflows: int = setting(100, "Most workflows that may be registered at once.")
+    executor: str = setting("threaded", "Executor plugin that runs workflows.")
+    snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
+    snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")
+    workers: int = setting(1, "gunicorn worker processes (each holds its own models).")
+    threads: int = setting(32, "HTTP threads per worker process.")
+    log_format: str = setting(
+        "auto", "Log format: json, console, or auto (console on a terminal).",
+        choices=("auto", "json", "console"),
+    )
+    log_level: str = setting(
+        "info", "Lowest log level written.", choices=("debug", "info", "warning", "error")
+    )
+    plugins_disable: list[str] = setting(
+        [], "Plugins (built-in or installed) to switch off, by name."
+    )
+    plugin_config: dict[str, Any] = setting(
+        {}, "Per-plugin settings, the YAML's 'plugins: {<name>: {...}}' section."
+    )
+
+    @property
+    def workflow_store_path(self) -> Path:
+        """Where ``.war`` URLs resolve: ``workflow_store``, else ``model_store`` (TorchServe)."""
+        return Path(self.workflow_store or self.model_store)
+
+    @property
+    def model_store_path(self) -> Path:
+        """Where model URLs of a spec resolve."""
+        return Path(self.model_store)
+
+    def plugin(self, name: str) -> Mapping[str, Any]:
+        """The settings of one plugin (``plugins: {name: {...}}``), empty when none."""
+        value = self.plugin_config.get(name, {})
+        return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One row of the settings table."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    ts_key: str | None
+    choices: tuple[str, ...]
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag that sets it."""
+        return "--" + self.name.replace("_", "-")
+
+
+def settings_table() -> tuple[SettingInfo, ...]:
+    """Every setting, in declaration order."""
+    hints = typing.get_type_hints(Settings)
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        meta = f.metadata
+        rows.append(
+            SettingInfo(f.name, hints[f.name], default, meta["help"], meta["ts_key"],
+                        meta["choices"])
+        )
+    return tuple(rows)
+
+
+# --- coercion -------------------------------------------------------------------------------
+
+
+def _base_type(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, type(int | None)) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def coerce(info: SettingInfo, value: Any, source: str) -> Any:
+    """Convert a raw value (a string from a file, env or CLI, or a YAML value) to the type.
+
+    :raises UsageError: naming the setting and the source when the value does not fit.
+    """
+    tp = _base_type(info.type)
+    try:
+        if value is None:
+            if tp is not info.type:  # Optional
+                return None
+            raise ValueError("a value is required")
+        if tp is bool:
+            value = _to_bool(value)
+        elif tp in (int, float):
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            value = tp(value)
+        elif typing.get_origin(tp) is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError("expected a list")
+            value = [str(v) for v in value]
+        elif typing.get_origin(tp) is dict:
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping")
+        else:
+            value = str(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"setting {info.name} from {source}: {exc} (got {value!r})",
+                         key=info.name) from None
+    if info.choices and value not in info.choices:
+        raise UsageError(
+            f"setting {info.name} from {source}: {value!r} is not one of {', '.join(info.choices)}",
+            key=info.name,
+        )
+    return value
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}".replace("-", "_").replace(".", "_")
+        if key == "plugins" and not prefix and isinstance(value, Mapping):
+            rest = {k: v for k, v in value.items() if k != "disable"}
+            out["plugin_config"] = dict(rest)
+            if "disable" in value:
+                out["plugins_disable"] = value["disable"]
+        else:
+            out[name] = value
+    return out
+
+
+def read_yaml_config(path: Path) -> dict[str, Any]:
+    """Read a wfserve YAML settings file into ``{setting name: value}``."""
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read settings file {path}: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise UsageError(f"settings file {path} must hold a mapping")
+    return _flatten(doc)
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``.
+
+    Handles ``#``/``!`` comments, ``=``, ``:`` or blank separators and ``\\`` continuations.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    out: dict[str, str] = {}
+    logical = ""
+    for raw in lines:
+        line = raw.strip() if not logical else raw.lstrip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            logical += line[:-1]
+            continue
+        logical += line
+        key, value = _split_property(logical)
+        out[key] = value
+        logical = ""
+    if logical:
+        key, value = _split_property(logical)
+        out[key] = value
+    return out
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    for i, ch in enumerate(line):
+        if ch in "=:" or ch.isspace():
+            rest = line[i:].lstrip()
+            if rest[:1] in ("=", ":"):
+                rest = rest[1:]
+            return line[:i].strip(), rest.strip()
+    return line.strip(), ""
+
+
+def load_settings(
+    *,
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config: Path | None = None,
+    ts_config: Path | None = None,
+) -> Settings:
+    """Build :class:`Settings` from every source, lowest precedence first.
+
+    :param cli: values given on the command line, by setting name (None values are ignored).
+    :param env: the environment to read ``WFSERVE_*`` from (pass ``os.environ``); None reads none.
+    :param config: a wfserve YAML file; defaults to the project's ``conf/wfserve.yaml`` when it
+        exists (``WFSERVE_CONFIG`` in ``env`` may name another).
+    :param ts_config: a TorchServe ``config.properties`` (``WFSERVE_TS_CONFIG`` may name one).
+    :raises UsageError: an unreadable file, an unknown key, or a value of the wrong type.
+    """
+    env = env or {}
+    table = {s.name: s for s in settings_table()}
+    by_ts_key = {s.ts_key: s for s in table.values() if s.ts_key}
+    values: dict[str, Any] = {}
+
+    default_config = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+    config = config or _env_path(env, "CONFIG") or default_config
+    if config is not None:
+        for name, value in read_yaml_config(Path(config)).items():
+            if name not in table:
+                raise UsageError(f"{config}: unknown setting '{name}'", key=name)
+            values[name] = coerce(table[name], value, str(config))
+
+    ts_config = ts_config or _env_path(env, "TS_CONFIG")
+    if ts_config is not None:
+        for key, value in read_properties(Path(ts_config)).items():
+            info = by_ts_key.get(key)
+            if info is not None:  # NOTE: other TorchServe keys (netty threads...) mean nothing here
+                values[info.name] = coerce(info, value, f"{ts_config} ({key})")
+
+    for info in table.values():
+        if info.env in env:
+            values[info.name] = coerce(info, env[info.env], info.env)
+
+    for name, value in (cli or {}).items():
+        if value is not None:
+            if name not in table:
+                raise UsageError(f"unknown setting '{name}'", key=name)
+            values[name] = coerce(table[name], value, table[name].flag)
+    return Settings(**values)
+
+
+def _env_path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(ENV_PREFIX + name)
+    return Path(value) if value else None

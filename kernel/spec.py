@@ -1,0 +1,295 @@
+"""The workflow spec YAML (``models:`` and ``dag:``) as a typed :class:`WorkflowSpec`.
+
+TorchServe's meaning is kept: six properties with its defaults, set globally under ``models:``
+or per model, a per-model value winning over the global one; every other key under ``models:``
+is a model node (``url`` required); a ``dag:`` node that is not a model is a function node,
+run with one worker, batch 1 and no delay (TorchServe §3.9) but the global retry and timeout.
+
+Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we raise a
+:class:`~kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a global
+property applies to every model whatever its position in the file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import Any
+from typing import Literal
+
+import yaml
+
+from kernel.dag import Dag
+from kernel.dag import java_map_string
+from kernel.errors import SpecError
+
+#: property name -> (TorchServe default, smallest allowed value)
+PROPERTIES: dict[str, tuple[int, int]] = {
+    "min-workers": (1, 1),
+    "max-workers": (1, 1),
+    "batch-size": (1, 1),
+    "max-batch-delay": (50, 0),
+    "retry-attempts": (1, 0),
+    "timeout-ms": (10000, 1),
+}
+#: wfserve extensions TorchServe does not know: global flags, per-model sections.
+GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
+MODEL_EXTENSIONS: dict[str, type] = {"ray": dict}
+NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
+
+NodeKind = Literal["model", "function"]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The six TorchServe properties of one node (delays and timeouts in milliseconds)."""
+
+    min_workers: int = 1
+    max_workers: int = 1
+    batch_size: int = 1
+    max_batch_delay: int = 50
+    retry_attempts: int = 1
+    timeout_ms: int = 10000
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, int]) -> NodeConfig:
+        """Build from spec keys (``min-workers``...); missing keys take TorchServe's defaults."""
+        values = {k: props.get(k, default) for k, (default, _) in PROPERTIES.items()}
+        return cls(**{k.replace("-", "_"): v for k, v in values.items()})
+
+    def as_properties(self) -> dict[str, int]:
+        """The spec-key view (``{"min-workers": 1, ...}``)."""
+        return {k: getattr(self, k.replace("-", "_")) for k in PROPERTIES}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One DAG node: a model (``url`` names its ``.mar``) or a function of the war's handler."""
+
+    name: str
+    kind: NodeKind
+    config: NodeConfig
+    url: str | None = None
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A parsed spec: global properties, every DAG node, the edges as written."""
+
+    globals: NodeConfig
+    nodes: Mapping[str, NodeSpec]
+    edges: Mapping[str, tuple[str, ...]]
+    typed: bool = False
+    unused_models: tuple[str, ...] = ()
+
+    def dag(self) -> Dag:
+        """The validated DAG; raises ``InvalidDAG`` with TorchServe's message."""
+        return Dag.from_edges(self.edges, known=self.nodes)
+
+    @property
+    def dag_string(self) -> str:
+        """The ``workflowDag`` text of TorchServe's Describe answer."""
+        return java_map_string(self.edges)
+
+    @property
+    def models(self) -> list[NodeSpec]:
+        """The model nodes, in DAG order of appearance."""
+        return [n for n in self.nodes.values() if n.kind == "model"]
+
+
+# --- YAML with line numbers -----------------------------------------------------------------
+
+
+class _LineMap(dict):
+    """A mapping that remembers the line of itself and of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader whose mappings are :class:`_LineMap` (duplicate keys: last wins, as SnakeYAML)."""
+
+
+def _construct_line_map(loader: _LineLoader, node: yaml.MappingNode) -> Iterator[_LineMap]:
+    data = _LineMap()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            hash(key)
+        except TypeError:
+            raise SpecError(f"line {line}: a key must be a plain value", line=line) from None
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_lines[key] = line
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_line_map)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_LineLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        where = f" at line {line}" if line else ""
+        raise SpecError(
+            f"Failed to parse yaml. {source}{where}: {exc.problem or exc}", line=line
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"Failed to parse yaml. {source}: {exc}") from None
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def _line(mapping: Any, key: Any) -> int | None:
+    return getattr(mapping, "key_lines", {}).get(key) or getattr(mapping, "line", None)
+
+
+def _fail(message: str, mapping: Any, key: Any) -> SpecError:
+    line = _line(mapping, key)
+    where = f"line {line}: " if line else ""
+    return SpecError(f"{where}{message}", key=str(key), line=line)
+
+
+def _property(mapping: Any, key: str) -> int:
+    value = mapping[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"'{key}' must be an integer, got {value!r}", mapping, key)
+    smallest = PROPERTIES[key][1]
+    if value < smallest:
+        raise _fail(f"'{key}' must be at least {smallest}, got {value}", mapping, key)
+    return value
+
+
+def _config(props: dict[str, int], mapping: Any, where: str) -> NodeConfig:
+    config = NodeConfig.from_properties(props)
+    if config.min_workers > config.max_workers:
+        key = "min-workers" if "min-workers" in mapping else "max-workers"
+        raise _fail(
+            f"{where}: min-workers ({config.min_workers}) exceeds max-workers "
+            f"({config.max_workers})",
+            mapping,
+            key,
+        )
+    return config
+
+
+def _node_name(name: Any, mapping: Any, key: Any) -> str:
+    if not isinstance(name, str) or not NODE_NAME.match(name):
+        raise _fail(
+            f"node name {name!r} must be a string of letters, digits, '_', '-' or '.'",
+            mapping,
+            key,
+        )
+    return name
+
+
+def _parse_models(models: Any) -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
+    """Split ``models:`` into global properties, global extensions and model entries."""
+    global_props: dict[str, int] = {}
+    global_ext: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    for key, value in models.items():
+        if key in PROPERTIES:
+            global_props[key] = _property(models, key)
+        elif key in GLOBAL_EXTENSIONS:
+            if not isinstance(value, GLOBAL_EXTENSIONS[key]):
+                kind = GLOBAL_EXTENSIONS[key].__name__
+                raise _fail(f"'{key}' must be a {kind}, got {value!r}", models, key)
+            global_ext[key] = value
+        else:
+            name = _node_name(key, models, key)
+            if not isinstance(value, dict):
+                raise _fail(f"model '{name}' must be a mapping with a 'url'", models, key)
+            entries[name] = value
+    return global_props, global_ext, entries
+
+
+def _parse_model(name: str, entry: Any, global_props: dict[str, int], line: int | None) -> NodeSpec:
+    props = dict(global_props)
+    extensions: dict[str, Any] = {}
+    url = None
+    for key, value in entry.items():
+        if key in PROPERTIES:
+            props[key] = _property(entry, key)
+        elif key == "url":
+            if not isinstance(value, str) or not value.strip():
+                raise _fail(f"model '{name}': 'url' must be a non-empty string", entry, key)
+            url = value.strip()
+        elif key in MODEL_EXTENSIONS:
+            if not isinstance(value, MODEL_EXTENSIONS[key]):
+                raise _fail(f"model '{name}': '{key}' must be a mapping", entry, key)
+            extensions[key] = dict(value)
+        else:
+            known = ", ".join([*PROPERTIES, "url", *MODEL_EXTENSIONS])
+            raise _fail(f"model '{name}': unknown key '{key}' (known: {known})", entry, key)
+    if url is None:
+        raise SpecError(f"line {line}: model '{name}' has no 'url'", key=name, line=line)
+    config = _config(props, entry, f"model '{name}'")
+    return NodeSpec(name, "model", config, url, extensions, line)
+
+
+def _parse_dag(dag: Any) -> dict[str, tuple[str, ...]]:
+    edges: dict[str, tuple[str, ...]] = {}
+    for key, children in dag.items():
+        name = _node_name(key, dag, key)
+        if children is None:
+            children = []
+        if not isinstance(children, list):
+            raise _fail(f"dag node '{name}' must map to a list of nodes", dag, key)
+        # NOTE: null and blank children are skipped, as TorchServe's WorkFlow does.
+        kept = [c for c in children if c is not None and not (isinstance(c, str) and not c.strip())]
+        edges[name] = tuple(_node_name(c, dag, key) for c in kept)
+    return edges
+
+
+def parse_spec(text: str, source: str = "spec") -> WorkflowSpec:
+    """Parse a workflow spec.
+
+    :param text: the YAML text.
+    :param source: a name for messages (usually the spec's file name).
+    :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
+        is not an integer or is below its minimum, min-workers above max-workers. The DAG is
+        not validated here: call :meth:`WorkflowSpec.dag`.
+    """
+    doc = _load_yaml(text, source)
+    if not isinstance(doc, dict):
+        raise SpecError(f"{source}: the spec must be a mapping with 'models' and 'dag'")
+    for section in ("models", "dag"):
+        if section not in doc:
+            raise SpecError(f"{source}: missing '{section}:' section", key=section)
+        if not isinstance(doc[section], dict):
+            raise _fail(f"'{section}' must be a mapping", doc, section)
+    global_props, global_ext, entries = _parse_models(doc["models"])
+    globals_ = _config(global_props, doc["models"], "models")
+    edges = _parse_dag(doc["dag"])
+
+    models = {
+        name: _parse_model(name, entry, global_props, _line(doc["models"], name))
+        for name, entry in entries.items()
+    }
+    names = list(dict.fromkeys([n for k, v in edges.items() for n in (k, *v)]))
+    function_config = replace(
+        globals_, min_workers=1, max_workers=1, batch_size=1, max_batch_delay=0
+    )
+    nodes: dict[str, NodeSpec] = {}
+    for name in names:
+        if name in models:
+            nodes[name] = models[name]
+        else:
+            nodes[name] = NodeSpec(name, "function", function_config, line=_line(doc["dag"], name))
+    unused = tuple(n for n in models if n not in nodes)
+    return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused)

@@ -1,0 +1,136 @@
+"""Settings: the table, types, and precedence yaml < config.properties < env < CLI."""
+
+import pytest
+
+from kernel.errors import UsageError
+from kernel.settings import Settings
+from kernel.settings import load_settings
+from kernel.settings import read_properties
+from kernel.settings import settings_table
+
+TORCHSERVE_KEYS = {
+    "inference_address", "management_address", "metrics_address", "model_store",
+    "workflow_store", "allowed_urls", "max_request_size", "max_response_size",
+    "default_response_timeout", "enable_model_api", "disable_token_authorization",
+    "job_queue_size",
+}
+
+
+@pytest.fixture
+def files(tmp_path):
+    yaml_file = tmp_path / "wfserve.yaml"
+    props = tmp_path / "config.properties"
+    return yaml_file, props
+
+
+def test_defaults_are_loopback_and_torchserve_ports():
+    s = Settings()
+    assert s.inference_address == "http://127.0.0.1:8080"
+    assert s.management_address == "http://127.0.0.1:8081"
+    assert s.metrics_address == "http://127.0.0.1:8082"
+    assert s.allowed_urls == ["file://.*", "http(s)?://.*"]
+    assert s.job_queue_size == 100
+
+
+def test_every_torchserve_key_is_in_the_table():
+    assert {s.ts_key for s in settings_table()} >= TORCHSERVE_KEYS
+
+
+def test_every_setting_has_help_and_a_typed_default():
+    for info in settings_table():
+        assert info.help.endswith("."), info.name
+        assert info.flag.startswith("--") and info.env.startswith("WFSERVE_")
+
+
+def test_precedence_yaml_then_properties_then_env_then_cli(files):
+    yaml_file, props = files
+    yaml_file.write_text("job_queue_size: 10\nmax_request_size: 11\nthreads: 12\nworkers: 13\n")
+    props.write_text("job_queue_size=20\nmax_request_size=21\nthreads=22\n")
+    env = {"WFSERVE_JOB_QUEUE_SIZE": "30", "WFSERVE_MAX_REQUEST_SIZE": "31"}
+    s = load_settings(cli={"job_queue_size": "40"}, env=env, config=yaml_file, ts_config=props)
+    assert s.job_queue_size == 40  # CLI
+    assert s.max_request_size == 31  # env
+    assert s.threads == 12  # "threads" is not a TorchServe key: the properties line is ignored
+    assert s.workers == 13  # yaml
+
+
+def test_torchserve_properties_file_keys_and_types(files):
+    _, props = files
+    props.write_text(
+        "# TorchServe config\n"
+        "inference_address=http://0.0.0.0:9080\n"
+        "management_address: http://127.0.0.1:9081\n"
+        "model_store /srv/models\n"
+        "allowed_urls=https://s3.amazonaws.com/.*,\\\n    file://.*\n"
+        "enable_model_api=true\n"
+        "disable_token_authorization=TRUE\n"
+        "number_of_netty_threads=4\n"
+    )
+    s = load_settings(ts_config=props, env={})
+    assert s.inference_address == "http://0.0.0.0:9080"
+    assert s.management_address == "http://127.0.0.1:9081"
+    assert s.model_store == "/srv/models"
+    assert s.allowed_urls == ["https://s3.amazonaws.com/.*", "file://.*"]
+    assert s.enable_model_api is True
+    assert s.disable_token_authorization is True
+
+
+def test_workflow_store_defaults_to_model_store():
+    assert str(Settings(model_store="/m").workflow_store_path) == "/m"
+    assert str(Settings(model_store="/m", workflow_store="/w").workflow_store_path) == "/w"
+
+
+def test_env_names_config_files(files):
+    yaml_file, props = files
+    yaml_file.write_text("log_level: debug\n")
+    props.write_text("job_queue_size=7\n")
+    s = load_settings(env={"WFSERVE_CONFIG": str(yaml_file), "WFSERVE_TS_CONFIG": str(props)})
+    assert (s.log_level, s.job_queue_size) == ("debug", 7)
+
+
+def test_plugins_section_of_the_yaml(files):
+    yaml_file, _ = files
+    yaml_file.write_text("plugins:\n  disable: [fetchers.http]\n  ray:\n    address: auto\n")
+    s = load_settings(config=yaml_file, env={})
+    assert s.plugins_disable == ["fetchers.http"]
+    assert s.plugin("ray") == {"address": "auto"}
+    assert s.plugin("absent") == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ({"cli": {"job_queue_size": "many"}}, "job_queue_size from --job-queue-size"),
+        ({"env": {"WFSERVE_ENABLE_MODEL_API": "maybe"}}, "WFSERVE_ENABLE_MODEL_API"),
+        ({"cli": {"log_format": "xml"}}, "not one of"),
+        ({"cli": {"no_such": "1"}}, "unknown setting"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_source(source, words):
+    with pytest.raises(UsageError, match=words):
+        load_settings(**source)
+
+
+def test_unknown_yaml_key_is_refused(files):
+    yaml_file, _ = files
+    yaml_file.write_text("inference_adress: http://127.0.0.1:1\n")
+    with pytest.raises(UsageError, match="unknown setting 'inference_adress'"):
+        load_settings(config=yaml_file, env={})
+
+
+def test_unreadable_files_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="cannot read"):
+        load_settings(ts_config=tmp_path / "missing.properties", env={})
+    with pytest.raises(UsageError, match="cannot read"):
+        load_settings(config=tmp_path / "missing.yaml", env={})
+
+
+def test_properties_reader_separators_and_continuations(tmp_path):
+    path = tmp_path / "c.properties"
+    path.write_text("! bang comment\na = 1\nb:2\nc 3\nd=x\\\n  y\\\n  z\ne=\n")
+    assert read_properties(path) == {"a": "1", "b": "2", "c": "3", "d": "xyz", "e": ""}
+
+
+def test_shipped_default_config_loads():
+    s = load_settings(env={})
+    assert s.inference_address.startswith("http://127.0.0.1:")
