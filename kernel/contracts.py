@@ -111,11 +111,24 @@ class PredictResult:
     timings: list[NodeTiming] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RowMeta:
+    """Per-row request data a handler may read through TorchServe's ``context``."""
+
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @runtime_checkable
 class NodeHandler(Protocol):
-    """A node's code: called with one batch (a list of input rows), returns one output per row."""
+    """A node's code for one worker.
 
-    def __call__(self, batch: list[dict[str, Any]]) -> Sequence[Any]: ...
+    Called with one batch (a list of input rows, each a dict such as ``{"body": ...}``) and the
+    matching list of :class:`RowMeta`; returns exactly one output per row, in order. Raising
+    fails the whole batch (each request in it is retried or failed by the executor).
+    """
+
+    def __call__(self, batch: list[dict[str, Any]], meta: list[RowMeta]) -> Sequence[Any]: ...
 
 
 @runtime_checkable

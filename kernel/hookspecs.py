@@ -93,11 +93,15 @@ def wfserve_make_batcher(node: NodeSpec, settings: Settings) -> Batcher | None:
 
 
 @hookspec(firstresult=True)
-def wfserve_make_executor(workflow: Workflow, settings: Settings) -> Executor | None:
+def wfserve_make_executor(
+    workflow: Workflow, settings: Settings, kernel: Kernel
+) -> Executor | None:
     """Build the executor that runs one workflow.
 
     :param workflow: the workflow being registered, its spec, DAG and opened archives.
     :param settings: the server settings (``executor`` names the one the user chose).
+    :param kernel: the kernel facade; the executor loads handlers and batchers and finds
+        serializers through ``kernel.hooks``.
     :returns: an :class:`~kernel.contracts.Executor` (not yet started), or None when this
         plugin is not the chosen executor. First non-None result wins. Called from the
         registering thread.

@@ -166,9 +166,11 @@ class Hooks:
         batcher = self.pm.hook.wfserve_make_batcher(node=node, settings=self.settings)
         return _answered(batcher, "wfserve_make_batcher", f"node {node.name}")
 
-    def make_executor(self, workflow: Workflow) -> Executor:
+    def make_executor(self, workflow: Workflow, kernel: Kernel) -> Executor:
         """The executor for ``workflow`` (the one ``settings.executor`` chooses)."""
-        executor = self.pm.hook.wfserve_make_executor(workflow=workflow, settings=self.settings)
+        executor = self.pm.hook.wfserve_make_executor(
+            workflow=workflow, settings=self.settings, kernel=kernel
+        )
         return _answered(executor, "wfserve_make_executor", f"executor {self.settings.executor!r}")
 
     def serializer(self, content_type: str, obj: Any) -> Serializer:
