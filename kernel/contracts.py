@@ -65,6 +65,7 @@ class Workflow:
     node_archives: dict[str, Archive] = field(default_factory=dict)
     version: str = "1.0"
     downloaded: list[Path] = field(default_factory=list)
+    workdir: Path | None = None
 
 
 @dataclass(frozen=True)
