@@ -56,6 +56,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if info.type is bool:
             group.add_argument(info.flag, dest=info.name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_text)
+        elif typing.get_origin(info.type) is list:
+            group.add_argument(info.flag, dest=info.name, default=None, metavar="VALUE",
+                               nargs="+", help=help_text)
         else:
             group.add_argument(info.flag, dest=info.name, default=None, metavar="VALUE",
                                help=help_text)

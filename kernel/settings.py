@@ -95,6 +95,9 @@ class Settings:
     )
     max_archive_entries: int = setting(10000, "Most entries one archive may hold.")
     max_workflows: int = setting(100, "Most workflows that may be registered at once.")
+    workflows: list[str] = setting(
+        [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
+    )
     executor: str = setting("threaded", "Executor plugin that runs workflows.")
     snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
     snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")

@@ -1,0 +1,58 @@
+"""The REST API plugin: TorchServe-compatible inference, management and metrics surfaces,
+served by gunicorn, plus the registration of start-up workflows and the drain at shutdown."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+import structlog
+
+from kernel import hookimpl
+from kernel.errors import WfserveError
+from kernel.lifecycle import register_workflow
+from kernel.lifecycle import unregister_workflow
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+
+
+@hookimpl(tryfirst=True)
+def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
+    """Built-in routes go first, so a plugin adding the same path replaces them."""
+    from plugins.api.routes import add_routes
+
+    add_routes(app, kernel, surface)
+
+
+@hookimpl(trylast=True)
+def wfserve_serve(kernel: Kernel) -> int:
+    """Default implementation: gunicorn."""
+    from plugins.api.server import serve
+
+    return serve(kernel)
+
+
+@hookimpl
+def wfserve_startup(kernel: Kernel) -> None:
+    """Register the ``workflows`` setting's ``NAME=URL`` entries; a failure is logged."""
+    for item in kernel.settings.workflows:
+        name, sep, url = item.partition("=")
+        if not sep:
+            name, url = None, item
+        try:
+            register_workflow(kernel, url, name or None)
+        except WfserveError as exc:
+            log.error("start-up registration failed", entry=item, error=exc.message)
+
+
+@hookimpl
+def wfserve_shutdown(kernel: Kernel) -> None:
+    """Drain and free every workflow."""
+    for name in kernel.registry.names():
+        try:
+            unregister_workflow(kernel, name, drain=10.0)
+        except WfserveError as exc:
+            log.warning("shutdown: could not unregister", workflow=name, error=exc.message)

@@ -1,0 +1,84 @@
+"""Request bodies to the root node's input row, as TorchServe builds it (research §3.2).
+
+- ``multipart/form-data``: one entry per field, named after the field; a part with its own
+  content type is decoded by it (JSON parsed, ``text/*`` to ``str``), a plain field stays bytes.
+- ``application/x-www-form-urlencoded``: one entry per field, values as bytes.
+- anything else: one entry ``body`` holding the raw bytes decoded by the request's content
+  type (JSON parsed, ``text/*`` to ``str``, others bytes). An empty body stays ``b""``.
+
+Query-string parameters are not added for ``/wfpredict`` (observed on 0.12.0); ``/predictions``
+adds them, as TorchServe does.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from kernel.errors import BadRequest
+
+Decoder = Callable[[str, bytes], Any]
+
+
+def media_type(content_type: str | None) -> str:
+    """``"Application/JSON; charset=utf-8"`` -> ``"application/json"``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def decode_value(content_type: str, data: bytes, decode: Decoder) -> Any:
+    """Decode one value by its content type; a value that does not parse is a 400."""
+    if not data:
+        return data
+    try:
+        return decode(content_type, data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Cannot decode the {content_type} body: {exc}") from None
+
+
+def build_row(content_type: str | None, body: bytes, decode: Decoder) -> dict[str, Any]:
+    """The root input row for a request body.
+
+    :param content_type: the request's Content-Type header (may be None).
+    :param body: the whole body, already bounded by ``max_request_size``.
+    :param decode: ``(media_type, bytes) -> object`` (the serializer hooks' decoder).
+    :raises BadRequest: a malformed form or a body its content type cannot decode.
+    """
+    kind = media_type(content_type)
+    if kind == "multipart/form-data":
+        return _multipart(content_type or "", body, decode)
+    if kind == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The form body is not UTF-8") from None
+        return {k: v.encode() for k, v in parse_qsl(text, keep_blank_values=True)}
+    return {"body": decode_value(kind, body, decode)}
+
+
+def _multipart(content_type: str, body: bytes, decode: Decoder) -> dict[str, Any]:
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or message.defects:
+        raise BadRequest("Malformed multipart/form-data body")
+    row: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            raise BadRequest("A multipart part has no field name")
+        data = part.get_payload(decode=True) or b""
+        if part.get("content-type") is None:
+            row[str(name)] = data  # a plain field: bytes, as TorchServe's backend gives it
+        else:
+            row[str(name)] = decode_value(media_type(part.get_content_type()), data, decode)
+    if not row:
+        raise BadRequest("The multipart/form-data body has no fields")
+    return row
+
+
+def json_pretty(obj: Any) -> bytes:
+    """TorchServe's status bodies: 2-space indented JSON and a trailing newline."""
+    return (json.dumps(obj, indent=2) + "\n").encode()

@@ -1,0 +1,119 @@
+"""Inference API resources (port 8080): ``/wfpredict``, ``/predictions`` on a node, ``/ping``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+import falcon
+
+from kernel.contracts import PredictRequest
+from kernel.errors import Timeout
+from kernel.errors import TooLarge
+from kernel.errors import WfserveError
+from plugins.api.decoding import build_row
+from plugins.api.decoding import json_pretty
+from plugins.api.management import find_node
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    from kernel.core import Kernel
+
+#: seconds a response may take beyond the request's own deadline before we stop waiting
+GRACE = 1.0
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 past ``limit`` bytes (chunked bodies too)."""
+    if req.content_length is not None and req.content_length > limit:
+        raise TooLarge(f"Request body of {req.content_length} bytes exceeds max_request_size "
+                       f"({limit})", limit=limit)
+    data = req.bounded_stream.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"Request body exceeds max_request_size ({limit})", limit=limit)
+    return data
+
+
+class _Predicting:
+    """Shared by the two prediction resources: decode, submit, wait with a deadline."""
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def _decode(self, content_type: str, data: bytes) -> Any:
+        return self.kernel.hooks.serializer(content_type, data).deserialize(data)
+
+    def _request(self, req: falcon.Request, row: dict[str, Any]) -> PredictRequest:
+        timeout = self.kernel.settings.default_response_timeout
+        headers = {k.lower(): v for k, v in req.headers.items()}
+        return PredictRequest(row=row, headers=headers, request_id=req.context.request_id,
+                              deadline=time.monotonic() + timeout)
+
+    def _wait(self, future: concurrent.futures.Future[Any], request: PredictRequest) -> Any:
+        import concurrent.futures
+
+        assert request.deadline is not None
+        try:
+            return future.result(timeout=max(request.deadline - time.monotonic(), 0) + GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Timeout("Request timed out", request_id=request.request_id) from None
+
+    def _send(self, resp: falcon.Response, data: bytes) -> None:
+        limit = self.kernel.settings.max_response_size
+        if len(data) > limit:
+            raise WfserveError(f"Response of {len(data)} bytes exceeds max_response_size "
+                               f"({limit})")
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = data
+
+
+class WorkflowPrediction(_Predicting):
+    """``/wfpredict/{name}``: any method, as TorchServe; query parameters are not inputs."""
+
+    __slots__ = ()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        entry = self.kernel.registry.get(name)
+        body = read_body(req, self.kernel.settings.max_request_size)
+        request = self._request(req, build_row(req.content_type, body, self._decode))
+        result = self._wait(entry.executor.submit(request), request)
+        self._send(resp, entry.executor.render(result))
+
+    on_get = on_put = on_patch = on_delete = on_post
+
+
+class NodePrediction(_Predicting):
+    """``/predictions/{wf}__{node}``: run one node of a workflow, query parameters included."""
+
+    __slots__ = ()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        entry, node = find_node(self.kernel, name)
+        body = read_body(req, self.kernel.settings.max_request_size)
+        row = build_row(req.content_type, body, self._decode)
+        row.update({k: v.encode() for k, v in req.params.items() if isinstance(v, str)})
+        request = self._request(req, row)
+        output = self._wait(entry.executor.submit_node(node.name, request), request)
+        self._send(resp, self.kernel.hooks.serializer("", output).serialize(output))
+
+    on_put = on_post
+
+
+class Ping:
+    """``/ping``: TorchServe's health answer."""
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = json_pretty({"status": "Healthy"})
+
+    on_post = on_get

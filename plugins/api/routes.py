@@ -1,0 +1,50 @@
+"""The built-in routes of each surface (a ``wfserve_add_routes`` implementation)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+import falcon
+import prometheus_client
+
+from plugins.api.inference import NodePrediction
+from plugins.api.inference import Ping
+from plugins.api.inference import WorkflowPrediction
+from plugins.api.management import ModelCollection
+from plugins.api.management import ModelItem
+from plugins.api.management import WorkflowCollection
+from plugins.api.management import WorkflowItem
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+
+class Metrics:
+    """``/metrics``: Prometheus text exposition of the process's registry."""
+
+    __slots__ = ()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = prometheus_client.CONTENT_TYPE_LATEST
+        resp.data = prometheus_client.generate_latest()
+
+
+def add_routes(app: falcon.App, kernel: Kernel, surface: str) -> None:
+    """Add the routes TorchServe serves on ``surface``."""
+    routes: dict[str, list[tuple[str, Any]]] = {
+        "inference": [
+            ("/ping", Ping(kernel)),
+            ("/wfpredict/{name}", WorkflowPrediction(kernel)),
+            ("/predictions/{name}", NodePrediction(kernel)),
+        ],
+        "management": [
+            ("/workflows", WorkflowCollection(kernel)),
+            ("/workflows/{name}", WorkflowItem(kernel)),
+            ("/models", ModelCollection(kernel)),
+            ("/models/{name}", ModelItem(kernel)),
+        ],
+        "metrics": [("/metrics", Metrics())],
+    }
+    for path, resource in routes.get(surface, []):
+        app.add_route(path, resource)

@@ -1,0 +1,109 @@
+"""``wfserve serve``: gunicorn (gthread) serving the three surfaces from one worker process.
+
+The registry and the models live in the worker, so the app is built after the fork
+(``load``), where ``wfserve_startup`` runs (restoring snapshots, registering ``workflows``);
+``wfserve_shutdown`` runs when the worker exits. Settings for gunicorn itself come from
+``conf/gunicorn.conf.py``; binds, threads and worker count from wfserve's settings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import structlog
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from kernel.errors import UsageError
+from plugins.api.app import create_wsgi
+from plugins.api.app import surface_addresses
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+GUNICORN_CONF = Path(__file__).resolve().parents[2] / "conf" / "gunicorn.conf.py"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names that resolve only to loopback (``localhost``)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_binds(kernel: Kernel) -> list[str]:
+    """The distinct ``host:port`` binds; refuses a remote management bind unless allowed."""
+    addresses = surface_addresses(kernel)
+    host, _ = addresses["management"]
+    if not is_loopback(host) and not kernel.settings.allow_remote_management:
+        raise UsageError(
+            f"The management API runs handler code; refusing to bind it to {host}. "
+            "Set allow_remote_management (--allow-remote-management) to do it anyway."
+        )
+    if kernel.settings.workers != 1:
+        raise UsageError("workers must be 1: the registry and the models live in one process "
+                         "(scale nodes with min-workers/max-workers instead)")
+    binds = []
+    for host, port in addresses.values():
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if bind not in binds:
+            binds.append(bind)
+    return binds
+
+
+class StructlogLogger(glogging.Logger):
+    """gunicorn's logger, sending its lines through the root logger (structlog-rendered)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logger = logging.getLogger(name)
+            logger.handlers = []
+            logger.propagate = True
+
+
+class WfserveApplication(BaseApplication):
+    """A gunicorn application built around one kernel."""
+
+    def __init__(self, kernel: Kernel, binds: list[str]) -> None:
+        self.kernel = kernel
+        self.binds = binds
+        super().__init__()
+
+    def load_config(self) -> None:
+        if GUNICORN_CONF.exists():
+            self.load_config_from_file(str(GUNICORN_CONF))
+        settings = self.kernel.settings
+        self.cfg.set("bind", self.binds)
+        self.cfg.set("workers", 1)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("threads", settings.threads)
+        self.cfg.set("logger_class", StructlogLogger)
+        self.cfg.set("worker_exit", self._worker_exit)
+
+    def load(self) -> Any:
+        self.kernel.hooks.startup(self.kernel)
+        log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
+        return create_wsgi(self.kernel)
+
+    def _worker_exit(self, server: Any, worker: Any) -> None:
+        self.kernel.hooks.shutdown(self.kernel)
+
+
+def serve(kernel: Kernel) -> int:
+    """Run gunicorn in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    binds = check_binds(kernel)
+    Path(kernel.settings.model_store).mkdir(parents=True, exist_ok=True)
+    WfserveApplication(kernel, binds).run()
+    return 0

@@ -1,0 +1,232 @@
+"""The API plugin in process (falcon.testing) with fake fetch/archive/executor plugins."""
+
+import concurrent.futures
+import json
+import textwrap
+from pathlib import Path
+
+import falcon.testing
+import pytest
+
+from kernel import hookimpl
+from kernel.contracts import Archive
+from kernel.contracts import PredictResult
+from kernel.core import Kernel
+from kernel.errors import NodeFailed
+from kernel.errors import WorkflowNotFound
+from kernel.plugins import make_plugin_manager
+from kernel.settings import Settings
+from plugins.api.app import create_app
+
+SPEC = textwrap.dedent("""
+    models:
+      max-batch-delay: 0
+      m1: {url: m1.mar}
+    dag:
+      pre: [m1]
+      m1: [post]
+""")
+
+
+class FakeExecutor:
+    def __init__(self, workflow):
+        self.workflow = workflow
+        self.requests = []
+        self.closed = False
+
+    def start(self):
+        pass
+
+    def submit(self, request):
+        self.requests.append(request)
+        future = concurrent.futures.Future()
+        if request.row.get("body") == "fail":
+            future.set_exception(NodeFailed("Error executing pre", node="pre"))
+        else:
+            future.set_result(PredictResult({"post": json.dumps({"echo": repr(request.row)})}))
+        return future
+
+    def submit_node(self, node, request):
+        future = concurrent.futures.Future()
+        future.set_result({"node": node, "row": repr(request.row)})
+        return future
+
+    def render(self, result):
+        (value,) = result.outputs.values()
+        return value.encode()
+
+    def describe(self):
+        return {"nodes": {"m1": {"workers": [{"id": "1", "status": "READY"}], "queued": 0}}}
+
+    def close(self, timeout=30.0):
+        self.closed = True
+
+
+class Fakes:
+    """fetch: names in a folder; open_archive: a folder holding the spec; executor: echo."""
+
+    def __init__(self, store: Path):
+        self.store = store
+        self.executors = []
+
+    @hookimpl
+    def wfserve_fetch(self, url):
+        path = self.store / url
+        if not path.exists():
+            raise WorkflowNotFound(f"Workflow not found in workflow store: {url}")
+        return path
+
+    @hookimpl
+    def wfserve_open_archive(self, path, workdir):
+        if path.suffix == ".mar":
+            return Archive("mar", path, path, {}, path.stem, version="2.0")
+        return Archive("war", path, path, {}, path.stem, spec_file="spec.yaml")
+
+    @hookimpl
+    def wfserve_make_executor(self, workflow):
+        executor = FakeExecutor(workflow)
+        self.executors.append(executor)
+        return executor
+
+
+@pytest.fixture
+def env(tmp_path):
+    war = tmp_path / "seq_wf.war"
+    war.mkdir()
+    (war / "spec.yaml").write_text(SPEC)
+    (tmp_path / "m1.mar").mkdir()
+    fakes = Fakes(tmp_path)
+    settings = Settings(model_store=str(tmp_path), max_request_size=1000)
+    pm = make_plugin_manager(settings, builtin=("plugins.serializers", "plugins.api"),
+                             env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"},
+                             extra=[("fakes", fakes)])
+    kernel = Kernel.create(settings, pm=pm)
+    management = falcon.testing.TestClient(create_app(kernel, ["management"]))
+    inference = falcon.testing.TestClient(create_app(kernel, ["inference"]))
+    return kernel, fakes, management, inference
+
+
+def test_register_list_describe_unregister(env):
+    _, fakes, mgmt, _ = env
+    r = mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    assert r.status_code == 200
+    assert r.json == {"status": "Workflow seq_wf has been registered and scaled successfully."}
+    assert r.text.endswith("}\n") and '\n  "status"' in r.text  # TorchServe's pretty JSON
+    assert mgmt.simulate_get("/workflows").json == {
+        "workflows": [{"workflowName": "seq_wf", "workflowUrl": "seq_wf.war"}]
+    }
+    assert mgmt.simulate_get("/workflows/seq_wf").json == [{
+        "workflowName": "seq_wf", "workflowUrl": "seq_wf.war", "minWorkers": 1,
+        "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 0,
+        "workflowDag": "{pre=[m1], m1=[post]}",
+    }]
+    r = mgmt.simulate_delete("/workflows/seq_wf")
+    assert r.json == {"status": 'Workflow "seq_wf" unregistered'}
+    assert fakes.executors[0].closed
+
+
+def test_registration_errors(env):
+    _, _, mgmt, _ = env
+    r = mgmt.simulate_post("/workflows")
+    assert (r.status_code, r.json) == (400, {
+        "code": 400, "type": "BadRequestException", "message": "Parameter url is required."})
+    r = mgmt.simulate_post("/workflows", params={"url": "nope.war"})
+    assert (r.status_code, r.json["type"]) == (404, "WorkflowNotFoundException")
+    mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    r = mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    assert (r.status_code, r.json) == (409, {
+        "code": 409, "type": "ConflictStatusException",
+        "message": "Workflow seq_wf is already registered."})
+
+
+def test_register_with_json_body_and_workflow_name(env):
+    _, _, mgmt, _ = env
+    r = mgmt.simulate_post("/workflows", json={"url": "seq_wf.war", "workflow_name": "copy"})
+    assert r.status_code == 200, r.text
+    assert "copy" in r.json["status"]
+
+
+def test_unknown_path_and_method_answer_as_torchserve(env):
+    _, _, mgmt, inf = env
+    r = mgmt.simulate_put("/workflows")
+    assert (r.status_code, r.json) == (405, {
+        "code": 405, "type": "MethodNotAllowedException",
+        "message": "Requested method is not allowed, please refer to API document."})
+    for client, path in ((mgmt, "/wfpredict/x"), (inf, "/workflows"), (inf, "/wfpredict")):
+        r = client.simulate_post(path)
+        assert (r.status_code, r.json["type"]) == (404, "ResourceNotFoundException"), path
+
+
+def test_predict_decodes_bodies_as_torchserve(env):
+    _, fakes, mgmt, inf = env
+    mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    executor = fakes.executors[0]
+    cases = [
+        ({"Content-Type": "application/json"}, b'{"a": 1}', {"body": {"a": 1}}),
+        ({"Content-Type": "text/plain"}, b"hi", {"body": "hi"}),
+        ({}, b"\x00\x01", {"body": b"\x00\x01"}),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"data=test", {"data": b"test"}),
+    ]
+    for headers, body, row in cases:
+        r = inf.simulate_post("/wfpredict/seq_wf", headers=headers, body=body,
+                              params={"ignored": "query"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert executor.requests[-1].row == row
+    r = inf.simulate_put("/wfpredict/seq_wf", body=b"x")
+    assert r.status_code == 200
+
+
+def test_predict_errors(env):
+    _, _, mgmt, inf = env
+    mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    r = inf.simulate_post("/wfpredict/seq_wf", body=b"fail", headers={"Content-Type": "text/plain"})
+    assert (r.status_code, r.json) == (500, {
+        "code": 500, "type": "InternalServerException", "message": "Error executing pre"})
+    r = inf.simulate_post("/wfpredict/nope_wf", body=b"x")
+    assert (r.status_code, r.json["message"]) == (404, "Workflow not found: nope_wf")
+    r = inf.simulate_post("/wfpredict/seq_wf", body=b"x" * 1001)
+    assert (r.status_code, r.json["code"]) == (413, 413)
+    r = inf.simulate_post("/wfpredict/seq_wf", body=b"{bad",
+                          headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json["type"]) == (400, "BadRequestException")
+
+
+def test_request_id_is_echoed_or_generated(env):
+    _, _, _, inf = env
+    assert inf.simulate_get("/ping", headers={"X-Request-ID": "abc-1"}).headers[
+        "x-request-id"] == "abc-1"
+    assert len(inf.simulate_get("/ping").headers["x-request-id"]) == 32
+
+
+def test_models_views_and_node_predictions(env):
+    _, _, mgmt, inf = env
+    mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    assert mgmt.simulate_get("/models").json == {
+        "models": [{"modelName": "seq_wf__m1", "modelUrl": "m1.mar"}]}
+    (model,) = mgmt.simulate_get("/models/seq_wf__m1").json
+    assert model["modelName"] == "seq_wf__m1" and model["modelVersion"] == "2.0"
+    assert model["workers"] == [{"id": "1", "status": "READY"}]
+    (function,) = mgmt.simulate_get("/models/seq_wf__pre").json
+    assert "modelUrl" not in function
+    r = mgmt.simulate_get("/models/nope")
+    assert (r.status_code, r.json) == (404, {
+        "code": 404, "type": "ModelNotFoundException", "message": "Model not found: nope"})
+    r = inf.simulate_post("/predictions/seq_wf__m1", body=b"x", params={"q": "1"})
+    assert r.status_code == 200
+    assert json.loads(r.text)["node"] == "m1"
+    assert "'q': b'1'" in json.loads(r.text)["row"]
+
+
+def test_ping(env):
+    _, _, _, inf = env
+    assert inf.simulate_get("/ping").json == {"status": "Healthy"}
+
+
+def test_unexpected_exception_is_a_bare_500(env):
+    _, fakes, mgmt, inf = env
+    mgmt.simulate_post("/workflows", params={"url": "seq_wf.war"})
+    fakes.executors[0].submit = lambda request: 1 / 0
+    r = inf.simulate_post("/wfpredict/seq_wf", body=b"x")
+    assert (r.status_code, r.json["type"]) == (500, "InternalServerException")
+    assert "ZeroDivision" not in r.text and "Traceback" not in r.text
