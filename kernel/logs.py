@@ -57,3 +57,5 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # NOTE: httpx logs every request at INFO; the client commands report results themselves.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

@@ -47,6 +47,7 @@ AUTOLOAD_ENV = "WFSERVE_DISABLE_PLUGIN_AUTOLOAD"
 #: The default plugins, by module name, registered under the name without ``plugins.``.
 BUILTIN: tuple[str, ...] = (
     "plugins.serializers",
+    "plugins.api",
 )
 
 

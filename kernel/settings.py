@@ -101,7 +101,12 @@ class Settings:
     executor: str = setting("threaded", "Executor plugin that runs workflows.")
     snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
     snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")
-    workers: int = setting(1, "gunicorn worker processes (each holds its own models).")
+    foreground: bool = setting(
+        False, "Stay attached to the terminal (default: start in the background, as "
+        "torchserve --start does, and return once the server answers)."
+    )
+    run_dir: str = setting(".wfserve", "Folder for the pid file and the background server's log.")
+    workers: int = setting(1, "gunicorn worker processes (must be 1: models live in one process).")
     threads: int = setting(32, "HTTP threads per worker process.")
     log_format: str = setting(
         "auto", "Log format: json, console, or auto (console on a terminal).",

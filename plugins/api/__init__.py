@@ -14,7 +14,10 @@ from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
 
 if TYPE_CHECKING:
+    import argparse
+
     from kernel.core import Kernel
+    from kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -29,10 +32,28 @@ def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
 
 @hookimpl(trylast=True)
 def wfserve_serve(kernel: Kernel) -> int:
-    """Default implementation: gunicorn."""
+    """Default implementation: gunicorn, in the background unless ``foreground`` is set."""
+    if not kernel.settings.foreground:
+        from plugins.api.daemon import start_background
+
+        return start_background(kernel.settings)
     from plugins.api.server import serve
 
     return serve(kernel)
+
+
+@hookimpl
+def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """``wfserve stop`` and the client commands."""
+    from plugins.api.client import add_commands
+    from plugins.api.daemon import stop
+
+    def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+        return stop(settings)
+
+    stop_parser = subparsers.add_parser("stop", help="Stop the background server.")
+    stop_parser.set_defaults(func=cmd_stop)
+    add_commands(subparsers)
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import runpy
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,7 +84,9 @@ class WfserveApplication(BaseApplication):
 
     def load_config(self) -> None:
         if GUNICORN_CONF.exists():
-            self.load_config_from_file(str(GUNICORN_CONF))
+            for key, value in runpy.run_path(str(GUNICORN_CONF)).items():
+                if key in self.cfg.settings and value is not None:
+                    self.cfg.set(key, value)
         settings = self.kernel.settings
         self.cfg.set("bind", self.binds)
         self.cfg.set("workers", 1)

@@ -97,7 +97,7 @@ def test_disable_accepts_the_full_module_name_and_third_party_names(site):
         def wfserve_startup(kernel):
             pass
     """)
-    settings = Settings(plugins_disable=["plugins.serializers", "wfserve_third"])
+    settings = Settings(plugins_disable=[*BUILTIN, "wfserve_third"])
     pm = make_plugin_manager(settings, env={})
     assert plugin_names(pm) == []
 
