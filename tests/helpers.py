@@ -1,0 +1,103 @@
+"""Test helpers: a real wfserve server (gunicorn) on ephemeral loopback ports.
+
+``WfserveServer`` starts ``python -m kernel.cli serve --foreground`` with three unused
+127.0.0.1 ports, polls ``/ping`` until ready (with a deadline), and stops it with SIGTERM,
+then SIGKILL if it is stubborn. A port clash at start is retried with new ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+READY_SECONDS = 60.0
+
+
+def unused_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WfserveServer:
+    """One server process; use as a context manager."""
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.args = list(args)
+        self.env = {**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "server.log"
+        self.ports: dict[str, int] = {}
+
+    @property
+    def inference(self) -> str:
+        return f"http://127.0.0.1:{self.ports['inference']}"
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.ports['management']}"
+
+    @property
+    def metrics(self) -> str:
+        return f"http://127.0.0.1:{self.ports['metrics']}"
+
+    def start(self, attempts: int = 3) -> WfserveServer:
+        for _ in range(attempts):
+            self.ports = {s: unused_port() for s in ("inference", "management", "metrics")}
+            if self._start_once():
+                return self
+        raise RuntimeError(f"wfserve did not start; log:\n{self.log()}")
+
+    def _start_once(self) -> bool:
+        cmd = [
+            sys.executable, "-m", "kernel.cli", "serve", "--foreground",
+            "--inference-address", self.inference,
+            "--management-address", self.management,
+            "--metrics-address", self.metrics,
+            "--run-dir", str(self.workdir / "run"),
+            *self.args,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                if httpx.get(self.inference + "/ping", timeout=1.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"wfserve not ready in {READY_SECONDS} s; log:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> WfserveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
