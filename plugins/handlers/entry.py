@@ -1,0 +1,146 @@
+"""Find a handler's entry point as TorchServe's ``TsModelLoader.load`` does, and wrap it.
+
+The handler string is ``module[.py][:function]``. The module is the archive's ``<module>.py``;
+when the archive has no such file, it is a TorchServe built-in (``ts.torch_handler.<module>``).
+If the module has the function (default ``handle``), that is the entry point and it is called
+once with ``(None, context)`` to initialize; otherwise the module must define exactly one
+class, which is instantiated, ``initialize(context)``-ed and whose ``handle`` is the entry point.
+A function node's handler is the ``.war``'s handler file with the node's name as function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from kernel.contracts import Archive
+from kernel.contracts import RowMeta
+from kernel.errors import WfserveError
+from plugins.archives.build import TS_BUILTINS
+from plugins.handlers.context import Context
+from plugins.handlers.importer import HandlerError
+from plugins.handlers.importer import import_file
+from plugins.handlers.importer import isolated
+from plugins.handlers.native import NativeBaseHandler
+
+EXTRA = "wfserve[ts]"
+
+Entry = Callable[[Any, Any], Any]
+
+
+def split_handler(handler: str) -> tuple[str, str | None]:
+    """``"dir/my_h.py:fn"`` -> ``("my_h", "fn")``; ``"my_h"`` -> ``("my_h", None)``."""
+    module, _, function = handler.partition(":")
+    module = module.removesuffix(".py").rsplit("/", 1)[-1]
+    return module, function or None
+
+
+def _builtin(module_name: str, archive: Archive) -> ModuleType | NativeBaseHandler:
+    try:
+        return importlib.import_module(f"ts.torch_handler.{module_name}")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "ts" or module_name not in TS_BUILTINS:
+            raise HandlerError(
+                f"{archive.source.name}: handler {module_name} is neither a file of the "
+                "archive nor a TorchServe built-in handler",
+                file=f"{module_name}.py", module=module_name,
+            ) from None
+    if module_name == "base_handler":
+        return NativeBaseHandler(archive)
+    raise HandlerError(
+        f"{archive.source.name}: handler {module_name} is a TorchServe built-in handler; "
+        f"install the extra that provides it: pip install '{EXTRA}'",
+        module=module_name, extra=EXTRA,
+    )
+
+
+def _classes(module: ModuleType) -> list[type]:
+    return [c for _, c in inspect.getmembers(module, inspect.isclass)
+            if c.__module__ == module.__name__]
+
+
+def resolve(module: ModuleType | NativeBaseHandler, function: str | None,
+            context: Context, root: Path, where: str) -> Entry:
+    """The entry point of ``module``, already initialized with ``context``.
+
+    :param where: the file and node, for error messages.
+    :raises HandlerError: neither the function nor exactly one class with ``handle``, or the
+        initialization raised.
+    """
+    name = function or "handle"
+    if isinstance(module, NativeBaseHandler):
+        entry, init = module.handle, module.initialize
+    elif callable(getattr(module, name, None)):
+        fn = getattr(module, name)
+        entry, init = fn, lambda ctx: fn(None, ctx)
+    else:
+        classes = _classes(module)
+        if len(classes) != 1:
+            message = (f"no function {name!r} in the handler file" if function and not classes
+                       else "Expected only one class in custom service code or a function "
+                       f"entry point {[c.__name__ for c in classes]}")
+            raise HandlerError(f"{where}: {message}", function=name)
+        try:
+            service = classes[0]()
+        except Exception as exc:
+            raise HandlerError(f"{where}: {classes[0].__name__}() failed: {exc}",
+                               cause=repr(exc)) from exc
+        if not callable(getattr(service, "handle", None)):
+            raise HandlerError(f"{where}: Expect handle method in class {classes[0].__name__}")
+        entry = service.handle
+        init = getattr(service, "initialize", None) or (lambda ctx: None)
+    try:
+        with isolated(root):
+            init(context)
+    except WfserveError:
+        raise
+    except Exception as exc:
+        raise HandlerError(f"{where}: initialization failed: {type(exc).__name__}: {exc}",
+                           cause=repr(exc)) from exc
+    return entry
+
+
+def load_entry(archive: Archive, function: str | None, context: Context,
+               where: str) -> Entry:
+    """Import the archive's handler module and return its initialized entry point.
+
+    :param function: the function to use (a function node's name), or None to take the one
+        the handler string names (default ``handle``).
+    """
+    if not archive.handler:
+        raise HandlerError(f"{where}: {archive.source.name} names no handler",
+                           file=str(archive.source))
+    module_name, named = split_handler(archive.handler)
+    path = archive.root / f"{module_name}.py"
+    module = import_file(path, archive.root) if path.is_file() else _builtin(module_name, archive)
+    return resolve(module, function or named, context, archive.root, where)
+
+
+class TsHandler:
+    """A :class:`~kernel.contracts.NodeHandler` calling a TorchServe-style entry point."""
+
+    __slots__ = ("context", "entry", "node")
+
+    def __init__(self, entry: Entry, context: Context, node: str) -> None:
+        self.entry = entry
+        self.context = context
+        self.node = node
+
+    def __call__(self, batch: list[dict[str, Any]], meta: list[RowMeta]) -> Sequence[Any]:
+        """Set the batch's request ids and headers on the context, call, check the output."""
+        self.context.begin_batch(meta)
+        output = self.entry(batch, self.context)
+        if not isinstance(output, list | tuple):
+            raise WfserveError(f"Invalid model predict output: node {self.node} returned "
+                               f"{type(output).__name__}, not a list", node=self.node)
+        if len(output) != len(batch):
+            raise WfserveError(
+                f"number of batch response mismatched: node {self.node} returned "
+                f"{len(output)} outputs for {len(batch)} inputs", node=self.node,
+            )
+        return list(output)
