@@ -47,7 +47,14 @@ AUTOLOAD_ENV = "WFSERVE_DISABLE_PLUGIN_AUTOLOAD"
 #: The default plugins, by module name, registered under the name without ``plugins.``.
 BUILTIN: tuple[str, ...] = (
     "plugins.serializers",
+    "plugins.archives",
+    "plugins.archives.command",
+    "plugins.fetchers.local",
+    "plugins.fetchers.http",
+    "plugins.handlers",
     "plugins.api",
+    "plugins.batching",
+    "plugins.executors.threaded",
 )
 
 

@@ -1,0 +1,278 @@
+"""The threaded executor: the default :class:`~kernel.contracts.Executor`.
+
+Lifecycle (start, scale, describe, close) lives here; the request path in :mod:`.engine`.
+Threads per workflow: one collector per worker of each node, elastic runner threads (busy
+ones bounded by the number of workers), one watchdog. ``close`` joins them all, except a
+handler that never returns, whose thread is left behind (daemon) and logged.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+import structlog
+
+from kernel.contracts import LoadContext
+from kernel.contracts import PredictRequest
+from kernel.contracts import PredictResult
+from kernel.contracts import Workflow
+from kernel.errors import BadRequest
+from kernel.errors import ModelNotFound
+from kernel.errors import RegistrationFailed
+from kernel.errors import Unavailable
+from kernel.errors import WfserveError
+from kernel.settings import Settings
+from plugins.executors.threaded.engine import Engine
+from plugins.executors.threaded.nodes import NodeRuntime
+from plugins.executors.threaded.nodes import Worker
+from plugins.executors.threaded.pool import RunnerPool
+from plugins.executors.threaded.state import Attempt
+from plugins.executors.threaded.state import Req
+from plugins.executors.threaded.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+
+
+class ThreadedExecutor:
+    """Runs one workflow on threads of this process (see the module docstring)."""
+
+    def __init__(self, workflow: Workflow, settings: Settings, kernel: Kernel) -> None:
+        self.workflow = workflow
+        self.settings = settings
+        self.kernel = kernel
+        self.name = workflow.name
+        self.dag = workflow.dag
+        self.nodes: dict[str, NodeRuntime] = {}
+        self._pool = RunnerPool(self.name)
+        self._engine: Engine | None = None
+        self._watchdog: Watchdog | None = None
+        self._closing = False
+        self._started = False
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load every node's workers and start threads; raises ``RegistrationFailed``."""
+        failures: list[str] = []
+        for name in self.dag.order:
+            spec = self.workflow.spec.nodes[name]
+            try:
+                batcher = self.kernel.hooks.make_batcher(spec)
+                node = NodeRuntime(spec, self.dag.parents(name), self.dag.children(name), batcher)
+                self.nodes[name] = node
+                for _ in range(node.target):
+                    node.add(self._load_worker(node))
+            except Exception as exc:
+                detail = exc.message if isinstance(exc, WfserveError) else str(exc) or repr(exc)
+                failures.append(
+                    f"Workflow Node {self.name}__{name} failed to register. Details: {detail}"
+                )
+        if failures:
+            for node in self.nodes.values():
+                node.batcher.close()
+            self.nodes.clear()
+            raise RegistrationFailed(
+                f"Workflow {self.name} has failed to register. Failures: [{', '.join(failures)}]",
+                workflow=self.name, failures=failures,
+            )
+        engine = Engine(
+            self.name, self.nodes, self.workflow.spec.typed,
+            lambda obj: self.kernel.hooks.serializer("", obj), self._pool, self.dag.leaves,
+        )
+        self._engine = engine
+        self._watchdog = Watchdog(
+            self.name, list(self.nodes.values()), self._expire, engine.request_deadline
+        )
+        engine.hint = self._watchdog.hint
+        self._watchdog.start()
+        for node in self.nodes.values():
+            for _ in range(node.target):
+                self._start_collector(node)
+        self._started = True
+
+    def _load_worker(self, node: NodeRuntime) -> Worker:
+        spec = node.spec
+        if spec.kind == "model":
+            archive = self.workflow.node_archives.get(spec.name)
+            if archive is None:
+                raise WfserveError(f"no model archive was opened for node {spec.name}")
+        else:
+            archive = self.workflow.archive
+        index = node.take_index()
+        context = LoadContext(
+            workflow=self.name, model_name=f"{self.name}__{spec.name}",
+            model_dir=archive.root, settings=self.settings, worker_index=index,
+        )
+        handler = self.kernel.hooks.load_handler(node=spec, archive=archive, context=context)
+        return Worker(index, handler)
+
+    def _start_collector(self, node: NodeRuntime) -> None:
+        assert self._engine is not None
+        with node.lock:
+            node.collectors += 1
+            node.threads = [t for t in node.threads if t.is_alive()]
+            thread = threading.Thread(
+                target=self._engine.collect, args=(node,), daemon=True,
+                name=f"{self.name}__{node.name}-collector-{len(node.threads)}",
+            )
+            node.threads.append(thread)
+        thread.start()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
+        """Start one request; raises ``Unavailable`` at once when closing or the root's queue
+        is full. The future fails with ``NodeFailed``, ``Timeout`` or ``Unavailable``."""
+        engine = self._engine
+        if engine is None or self._closing:
+            raise Unavailable(f"Workflow {self.name} is not accepting requests", workflow=self.name)
+        pending = {n: len(node.parents) for n, node in self.nodes.items()}
+        req = Req(request, pending, len(engine.leaves))
+        with engine.lock:
+            engine.inflight[id(req)] = req
+        if request.deadline is not None and self._watchdog is not None:
+            self._watchdog.track_request(req, request.deadline)
+        root = self.nodes[self.dag.root]
+        try:
+            engine.dispatch(req, root, request.row, 0, here=False)
+        except WfserveError:
+            with engine.lock:
+                req.done = True
+                engine.inflight.pop(id(req), None)
+            raise
+        return req.future
+
+    def _expire(self, att: Attempt) -> None:
+        assert self._engine is not None
+        stuck = self._engine.expire(att)
+        if stuck is None:
+            return
+        node, worker = stuck
+        marked = node.mark_stuck(worker)
+        if marked is None:
+            return
+        replace_worker, replace_collector = marked
+        log.warning(
+            "worker presumed stuck", workflow=self.name, node=node.name, worker=worker.index,
+            stuck=node.stuck, replaced=replace_worker,
+        )
+        if replace_worker:
+            try:
+                self._pool.submit(self._replace, node)
+            except Unavailable:
+                return
+        if replace_collector:
+            self._start_collector(node)
+
+    def _replace(self, node: NodeRuntime) -> None:
+        try:
+            node.add(self._load_worker(node))
+        except Exception as exc:
+            log.error("replacement worker failed to load", workflow=self.name, node=node.name,
+                      reason=repr(exc))
+
+    # --- management --------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Live per-node configuration, worker states and queue lengths, JSON-able."""
+        engine = self._engine
+        return {
+            "workflow": self.name,
+            "executor": "threaded",
+            "typed": self.workflow.spec.typed,
+            "accepting": self._started and not self._closing,
+            "inflight": len(engine.inflight) if engine else 0,
+            "nodes": {name: node.describe() for name, node in self.nodes.items()},
+        }
+
+    def scale(
+        self,
+        node: str,
+        *,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        batch_size: int | None = None,
+        max_batch_delay: int | None = None,
+    ) -> dict[str, Any]:
+        """Change one node's workers or batching without dropping in-flight requests.
+
+        New workers are loaded before this returns; surplus ones retire when idle. Returns the
+        node's new :meth:`describe` entry. Raises ``ModelNotFound`` or ``BadRequest``.
+        """
+        runtime = self.nodes.get(node)
+        if runtime is None:
+            raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
+        lo = runtime.min_workers if min_workers is None else min_workers
+        hi = max(runtime.max_workers, lo) if max_workers is None else max_workers
+        if lo > hi:
+            raise BadRequest(f"min_workers ({lo}) exceeds max_workers ({hi})", node=node)
+        for key, value in (("min_workers", lo), ("max_workers", hi), ("batch_size", batch_size)):
+            if value is not None and value < 1:
+                raise BadRequest(f"{key} must be at least 1, got {value}", node=node)
+        if max_batch_delay is not None and max_batch_delay < 0:
+            raise BadRequest(f"max_batch_delay must be >= 0, got {max_batch_delay}", node=node)
+        with runtime.lock:
+            runtime.min_workers, runtime.max_workers = lo, hi
+            if batch_size is not None:
+                runtime.batch_size = batch_size
+            if max_batch_delay is not None:
+                runtime.max_batch_delay = max_batch_delay
+            runtime.inline = runtime.batch_size == 1
+        configure = getattr(runtime.batcher, "configure", None)
+        if configure is not None:
+            configure(batch_size=batch_size, max_batch_delay_ms=max_batch_delay)
+        while len(runtime.workers) < runtime.target:
+            runtime.add(self._load_worker(runtime))
+        runtime.retire_extra()
+        while runtime.collectors - runtime.stuck_collectors < runtime.target:
+            self._start_collector(runtime)
+        return runtime.describe()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, let in-flight ones finish within ``timeout``, fail the rest
+        with ``Unavailable``, stop and join every thread."""
+        self._closing = True
+        engine = self._engine
+        end = time.monotonic() + timeout
+        if engine is not None:
+            with engine.idle_cond:
+                engine.idle_cond.wait_for(lambda: not engine.inflight, timeout)
+                left = list(engine.inflight.values())
+            for req in left:
+                engine.fail(req, Unavailable(
+                    f"Workflow {self.name} is shutting down", workflow=self.name
+                ))
+            engine.stopping = True
+        for node in self.nodes.values():
+            node.batcher.close()
+            with node.cond:
+                node.cond.notify_all()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._pool.stop()
+        self._join(end)
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread this executor started that is still alive."""
+        found = [t for n in self.nodes.values() for t in n.threads]
+        found += list(self._pool.threads)
+        if self._watchdog is not None and self._watchdog.thread is not None:
+            found.append(self._watchdog.thread)
+        return [t for t in found if t.is_alive()]
+
+    def _join(self, end: float) -> None:
+        for thread in self.threads():
+            if thread is threading.current_thread():
+                continue
+            thread.join(max(0.5, end - time.monotonic()))
+        left = [t.name for t in self.threads()]
+        if left:
+            log.warning("threads still running after close (stuck handlers)",
+                        workflow=self.name, threads=left)
