@@ -118,8 +118,8 @@ def extract_zip(source: Path, root: Path, limits: Limits) -> None:
             for info in infos:  # every check before the first byte is written
                 declared.entry()
                 declared.add(info.file_size)
-                mode = info.external_attr >> 16
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                mode = info.external_attr >> 16  # Unix mode; its type bits may be 0
+                if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                     kind = "symlink" if stat.S_ISLNK(mode) else "special file"
                     raise bad(source, f"unsafe entry {info.filename!r}: {kind}")
                 safe_target(root, info.filename, source)

@@ -20,6 +20,7 @@ import importlib.util
 import itertools
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,7 @@ from kernel.errors import RegistrationFailed
 
 _LOCK = threading.RLock()
 _COUNTER = itertools.count(1)
+JIT_DEPRECATION = r"`torch\.jit\.(load|trace|script)` is deprecated"
 
 
 class HandlerError(RegistrationFailed):
@@ -46,8 +48,14 @@ def _local_names(root: Path) -> set[str]:
 
 @contextlib.contextmanager
 def isolated(root: Path) -> Iterator[None]:
-    """Run the body with ``root`` first on ``sys.path`` and its own module names unshadowed."""
-    with _LOCK:
+    """Run the body with ``root`` first on ``sys.path`` and its own module names unshadowed.
+
+    torch 2.13 deprecates ``torch.jit.load``, which TorchServe handlers and TorchScript
+    archives rely on; that warning is not the user's to act on at load time, so it is
+    silenced here (and only that one).
+    """
+    with _LOCK, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=DeprecationWarning)
         local = _local_names(root)
         hidden = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in local}
         entry = str(root)

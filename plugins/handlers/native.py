@@ -59,7 +59,8 @@ def load_model(archive: Archive, device: Any) -> Any:
             state = torch.load(weights, map_location=device, weights_only=True)
             model.load_state_dict(state)
         else:
-            model = torch.jit.load(str(weights), map_location=device)
+            with isolated(archive.root):  # silences torch's jit.load deprecation
+                model = torch.jit.load(str(weights), map_location=device)
     except HandlerError:
         raise
     except Exception as exc:

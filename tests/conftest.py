@@ -1,0 +1,12 @@
+"""Session-wide fixtures: real archives built once per test session with the official tools."""
+
+import pytest
+
+from tests.archives import Stores
+from tests.archives import build_peer_stores
+
+
+@pytest.fixture(scope="session")
+def peer_stores(tmp_path_factory) -> Stores:
+    """``m1.mar``, ``m2.mar``, ``seq_wf.war``, ``par_wf.war`` as the peer's setup.sh builds them."""
+    return build_peer_stores(tmp_path_factory.mktemp("peer"))
