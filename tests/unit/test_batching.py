@@ -78,6 +78,7 @@ def test_configure_changes_the_batch_size():
 
 
 def test_hook_uses_the_node_config_and_job_queue_size():
-    spec = parse_spec("models:\n  m: {url: m.mar, batch-size: 3, max-batch-delay: 7}\ndag:\n  m: []\n")
+    text = "models:\n  m: {url: m.mar, batch-size: 3, max-batch-delay: 7}\ndag:\n  m: []\n"
+    spec = parse_spec(text)
     b = wfserve_make_batcher(spec.nodes["m"], Settings(job_queue_size=5))
     assert (b.batch_size, b.max_batch_delay, b.capacity) == (3, 0.007, 5)

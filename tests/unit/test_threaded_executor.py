@@ -122,7 +122,8 @@ def test_compatibility_mode_passes_torchserve_bytes(executors, tmp_path, make, e
 )
 def test_typed_mode_passes_objects_by_reference(executors, tmp_path, make):
     made, seen = [], {}
-    spec = "models:\n  typed: true\n  m: {url: m.mar}\ndag:\n  pre: [m, n]\n  m: [post]\n  n: [post]\n"
+    spec = ("models:\n  typed: true\n  m: {url: m.mar}\n"
+            "dag:\n  pre: [m, n]\n  m: [post]\n  n: [post]\n")
     ex, _ = build(executors, tmp_path, spec, {
         "pre": per_row(lambda r: (made.append(make()), made[-1])[1]),
         "m": recorder(seen, "m", lambda r: r["body"]),
