@@ -4,6 +4,9 @@ Pairing is by identity: a thread runs the list of attempts it took and hands out
 to ``batch[i]``'s request; an attempt is settled (``QUEUED -> RUNNING -> DONE``) under one
 lock, and an attempt the watchdog abandoned (``-> ABANDONED``) never delivers.
 
+An attempt's ``timeout-ms`` runs from its dispatch, queueing included, as TorchServe's wait
+on the job's promise does.
+
 Fast path: a batch-size-1 node whose queue is empty runs on the thread that produced its
 input when one of its workers is idle, so a chain of such nodes costs no thread handoff per
 hop; the first ready child continues on the same thread, siblings go to runner threads.
@@ -114,7 +117,7 @@ class Engine:
         """A collector thread: serve the node's batcher until retired or stopped."""
         try:
             while not node.collector_should_exit(self.stopping):
-                batch = node.batcher.next_batch(0.25)
+                batch = node.batcher.next_batch(1.0)
                 if not batch:
                     continue
                 worker = node.acquire(lambda: self.stopping)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
+#: seconds ``close`` waits for threads to exit even when its drain timeout is spent
+JOIN_GRACE_S = 2.0
 
 
 class ThreadedExecutor:
@@ -268,10 +270,10 @@ class ThreadedExecutor:
         return [t for t in found if t.is_alive()]
 
     def _join(self, end: float) -> None:
+        end = max(end, time.monotonic() + JOIN_GRACE_S)
         for thread in self.threads():
-            if thread is threading.current_thread():
-                continue
-            thread.join(max(0.5, end - time.monotonic()))
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, end - time.monotonic()))
         left = [t.name for t in self.threads()]
         if left:
             log.warning("threads still running after close (stuck handlers)",

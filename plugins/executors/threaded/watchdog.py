@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from plugins.executors.threaded.state import Attempt
 from plugins.executors.threaded.state import Req
 
 log = structlog.get_logger(__name__)
-MAX_SLEEP_S = 0.1
+MAX_SLEEP_S = 1.0  # earlier deadlines wake it through hint()
 MIN_SLEEP_S = 0.002
 
 
@@ -66,8 +67,9 @@ class Watchdog:
         """A deadline was registered: wake early if it is before the planned wake-up."""
         if deadline < self._wake_at:
             with self._cond:
-                self._wake_at = deadline
-                self._cond.notify()
+                if deadline < self._wake_at:
+                    self._wake_at = deadline
+                    self._cond.notify()
 
     def track_request(self, req: Req, deadline: float) -> None:
         """Fail ``req`` through ``on_deadline`` if it is still running at ``deadline``."""
@@ -79,6 +81,8 @@ class Watchdog:
 
     def _loop(self) -> None:
         while True:
+            with self._cond:
+                self._wake_at = math.inf  # while scanning, every hint is recorded
             try:
                 wake = self._tick(time.monotonic())
             except Exception:  # NOTE: the watchdog must outlive any callback failure
@@ -87,6 +91,7 @@ class Watchdog:
             with self._cond:
                 if self._stopped:
                     return
+                wake = min(wake, self._wake_at)
                 self._wake_at = wake
                 delay = wake - time.monotonic()
                 if delay > 0:
