@@ -1,4 +1,4 @@
-"""``wfserve archive``: the archives it writes open through the plugin and match the official ones."""
+"""``wfserve archive``: its archives open through the plugin and match the official ones."""
 
 import json
 import zipfile
