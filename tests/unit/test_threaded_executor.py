@@ -372,7 +372,8 @@ def test_describe_and_scale(executors, tmp_path):
     m = info["nodes"]["m"]
     assert (m["minWorkers"], m["maxWorkers"], m["batchSize"], m["maxBatchDelay"],
             m["retryAttempts"], m["timeoutMs"]) == (1, 1, 1, 50, 1, 10000)
-    assert m["workers"] == [{"id": 0, "state": "idle"}] and m["queueLength"] == 0
+    assert m["workers"] == [{"id": 0, "state": "idle", "status": "READY"}]
+    assert m["queueLength"] == m["queued"] == 0
     assert ("m", 0, "wf__m") in fakes.loaded
     ex.scale("m", max_workers=3, batch_size=4, max_batch_delay=20)
     m = ex.describe()["nodes"]["m"]
@@ -427,3 +428,19 @@ def test_only_the_chosen_executor_answers(tmp_path):
     from plugins.executors.threaded import wfserve_make_executor
 
     assert wfserve_make_executor(ex.workflow, Settings(executor="ray"), ex.kernel) is None
+
+
+def test_one_node_can_be_run_alone_and_results_render(executors, tmp_path):
+    """What the API's /predictions/<wf>__<node> and /wfpredict call."""
+    ex, _ = build(executors, tmp_path, DIAMOND, {
+        "pre": per_row(lambda r: b"P"),
+        "m1": per_row(lambda r: {"m1": sorted(r)}),
+        "m2": per_row(lambda r: b"B"),
+        "post": per_row(lambda r: {"post": r["m1"].decode()}),
+    })
+    assert ex.submit_node("m1", request(b"x")).result(5) == json.dumps(
+        {"m1": ["body"]}, indent=2).encode()
+    with pytest.raises(WfserveError, match="wf__nope"):
+        ex.submit_node("nope", request(b"x"))
+    result = ex.submit(request(b"x")).result(5)
+    assert json.loads(ex.render(result)) == {"post": json.dumps({"m1": ["body"]}, indent=2)}

@@ -203,7 +203,7 @@ class Engine:
     ) -> bool:
         """Record ``node``'s output for ``req`` (under the lock); True when req is complete."""
         req.timings.append(timing)
-        if node.is_leaf:
+        if node.is_leaf or req.single:
             req.outputs[node.name] = out
             req.leaves_left -= 1
             if req.leaves_left == 0:
@@ -286,6 +286,10 @@ class Engine:
                 self.idle_cond.notify_all()
         if exc is not None:
             req.future.set_exception(exc)
+            return
+        if req.single:
+            (output,) = req.outputs.values()
+            req.future.set_result(output)
             return
         outputs = {leaf: req.outputs[leaf] for leaf in self.leaves}
         req.future.set_result(PredictResult(outputs, req.timings))

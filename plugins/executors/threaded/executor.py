@@ -26,6 +26,7 @@ from kernel.errors import RegistrationFailed
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from kernel.settings import Settings
+from plugins.executors.response import render_response
 from plugins.executors.threaded.engine import Engine
 from plugins.executors.threaded.nodes import NodeRuntime
 from plugins.executors.threaded.nodes import Worker
@@ -132,18 +133,35 @@ class ThreadedExecutor:
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         """Start one request; raises ``Unavailable`` at once when closing or the root's queue
         is full. The future fails with ``NodeFailed``, ``Timeout`` or ``Unavailable``."""
+        return self._submit(request, self.dag.root, single=False)
+
+    def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
+        """Run one node alone (TorchServe's ``/predictions/<wf>__<node>``) with ``request.row``
+        as its input row, through its batcher, workers, retries and timeouts. The future holds
+        the node's output (bytes in compatibility mode). Raises ``ModelNotFound``."""
+        if node not in self.nodes:
+            raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
+        return self._submit(request, node, single=True)
+
+    def render(self, result: PredictResult) -> bytes:
+        """The response body of ``result`` (:func:`plugins.executors.response.render_response`
+        with this kernel's serializers)."""
+        return render_response(result, lambda obj: self.kernel.hooks.serializer("", obj))
+
+    def _submit(
+        self, request: PredictRequest, start: str, single: bool
+    ) -> concurrent.futures.Future[Any]:
         engine = self._engine
         if engine is None or self._closing:
             raise Unavailable(f"Workflow {self.name} is not accepting requests", workflow=self.name)
         pending = {n: len(node.parents) for n, node in self.nodes.items()}
-        req = Req(request, pending, len(engine.leaves))
+        req = Req(request, pending, len(engine.leaves), single)
         with engine.lock:
             engine.inflight[id(req)] = req
         if request.deadline is not None and self._watchdog is not None:
             self._watchdog.track_request(req, request.deadline)
-        root = self.nodes[self.dag.root]
         try:
-            engine.dispatch(req, root, request.row, 0, here=False)
+            engine.dispatch(req, self.nodes[start], request.row, 0, here=False)
         except WfserveError:
             with engine.lock:
                 req.done = True

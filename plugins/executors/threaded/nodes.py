@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from plugins.executors.threaded.state import Attempt
 
 IDLE, BUSY, STUCK = "idle", "busy", "stuck"
+_STATUS = {IDLE: "READY", BUSY: "BUSY", STUCK: "UNRESPONSIVE"}  # TorchServe's worker status
 
 
 class Worker:
@@ -192,8 +193,12 @@ class NodeRuntime:
     def describe(self) -> dict[str, Any]:
         """JSON-able live view of this node."""
         with self.lock:
-            workers = [{"id": w.index, "state": w.state} for w in self.workers]
+            workers = [
+                {"id": w.index, "state": w.state, "status": _STATUS[w.state]}
+                for w in self.workers
+            ]
             stuck = self.stuck
+        queued = self.queue_length()
         return {
             "kind": self.spec.kind,
             "minWorkers": self.min_workers,
@@ -204,5 +209,6 @@ class NodeRuntime:
             "timeoutMs": self.timeout_ms,
             "workers": workers,
             "stuckWorkers": stuck,
-            "queueLength": self.queue_length(),
+            "queueLength": queued,
+            "queued": queued,
         }

@@ -12,7 +12,6 @@ from typing import Any
 
 from kernel.contracts import NodeTiming
 from kernel.contracts import PredictRequest
-from kernel.contracts import PredictResult
 from kernel.contracts import RowMeta
 
 if TYPE_CHECKING:
@@ -28,12 +27,16 @@ class Req:
 
     __slots__ = (
         "done", "future", "inputs", "leaves_left", "meta", "outputs", "pending", "request",
-        "timings",
+        "single", "timings",
     )
 
-    def __init__(self, request: PredictRequest, pending: dict[str, int], leaves: int) -> None:
+    def __init__(
+        self, request: PredictRequest, pending: dict[str, int], leaves: int, single: bool = False
+    ) -> None:
         self.request = request
-        self.future: concurrent.futures.Future[PredictResult] = concurrent.futures.Future()
+        #: PredictResult, or for a single-node run (``single``) that node's output
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.single = single
         self.meta = RowMeta(request.request_id, request.headers)
         self.pending = pending  # node -> parents still to finish
         self.inputs: dict[str, dict[str, Any]] = {}  # node -> {parent: output}
