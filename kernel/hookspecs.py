@@ -50,11 +50,12 @@ def wfserve_fetch(url: str, store: Path, settings: Settings) -> Path | None:
 
 
 @hookspec(firstresult=True)
-def wfserve_open_archive(path: Path, workdir: Path) -> Archive | None:
+def wfserve_open_archive(path: Path, workdir: Path, settings: Settings) -> Archive | None:
     """Open a ``.war`` or ``.mar`` (file or folder) and extract it safely under ``workdir``.
 
     :param path: the local archive file or unpacked folder returned by ``wfserve_fetch``.
     :param workdir: an empty folder owned by the caller; nothing may be written outside it.
+    :param settings: the server settings (``max_archive_size``, ``max_archive_entries``).
     :returns: the opened :class:`~kernel.contracts.Archive`, or None when the format is not this
         plugin's. Raise ``BadArchive`` for a file that is yours but corrupt or unsafe.
         First non-None result wins; if none answers the kernel raises ``UnknownArchiveFormat``.

@@ -155,7 +155,9 @@ class Hooks:
 
     def open_archive(self, path: Path, workdir: Path) -> Archive:
         """Open an archive; ``UnknownArchiveFormat`` if no plugin recognises it."""
-        archive = self.pm.hook.wfserve_open_archive(path=path, workdir=workdir)
+        archive = self.pm.hook.wfserve_open_archive(
+            path=path, workdir=workdir, settings=self.settings
+        )
         if archive is None:
             raise UnknownArchiveFormat(
                 f"Not a workflow or model archive: {path.name}",

@@ -23,6 +23,7 @@ import structlog
 from kernel import hookimpl
 from kernel.contracts import Archive
 from kernel.contracts import ArchiveKind
+from kernel.settings import Settings
 from plugins.archives.extract import Limits
 from plugins.archives.extract import bad
 from plugins.archives.extract import clear_new
@@ -131,6 +132,6 @@ def _read(source: Path, extracted: Path) -> Archive:
 
 
 @hookimpl(trylast=True)
-def wfserve_open_archive(path: Path, workdir: Path) -> Archive | None:
+def wfserve_open_archive(path: Path, workdir: Path, settings: Settings) -> Archive | None:
     """Default implementation: zip, tar(.gz) and folders; None for anything else."""
-    return open_archive(Path(path), Path(workdir))
+    return open_archive(Path(path), Path(workdir), Limits.from_settings(settings))
