@@ -286,6 +286,7 @@ def test_a_stuck_worker_does_not_starve_the_node(executors, tmp_path):
             if not first:
                 first.append(1)
                 release.wait(10)
+                return [b"LATE" for _ in batch]  # an abandoned attempt: must never deliver
             return [r["body"] for r in batch]
 
         return handler
@@ -298,8 +299,11 @@ def test_a_stuck_worker_does_not_starve_the_node(executors, tmp_path):
     assert [f.result(5).outputs["m"] for f in others] == [str(i).encode() for i in range(5)]
     assert stuck.result(5).outputs == {"m": b"s"}  # the retry ran on a replacement
     release.set()
+    more = [ex.submit(request(str(i).encode())) for i in range(5)]
+    assert [f.result(5).outputs["m"] for f in more] == [str(i).encode() for i in range(5)]
     time.sleep(0.05)
-    assert ex.describe()["nodes"]["m"]["stuckWorkers"] == 0
+    info = ex.describe()
+    assert info["nodes"]["m"]["stuckWorkers"] == 0 and info["inflight"] == 0
 
 
 def test_a_failed_branch_stops_its_siblings(executors, tmp_path):
