@@ -156,8 +156,18 @@ class Executor(Protocol):
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...)."""
 
+    def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
+        """Run one node alone on ``request.row`` (TorchServe's ``/predictions/<wf>__<node>``)."""
+
+    def render(self, result: PredictResult) -> bytes:
+        """The response body: one leaf's bytes as they are, several leaves merged as JSON."""
+
     def describe(self) -> dict[str, Any]:
-        """Live per-node configuration and worker states, JSON-able."""
+        """Live state, JSON-able: ``{"nodes": {name: {..., "workers": [...], "queued": n}}}``."""
+
+    def scale(self, node: str, *, min_workers: int | None = None, max_workers: int | None = None,
+              batch_size: int | None = None, max_batch_delay: int | None = None) -> None:
+        """Change one node's workers or batching without dropping in-flight requests."""
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let in-flight ones finish within ``timeout``, free resources."""
