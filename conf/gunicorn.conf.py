@@ -7,3 +7,4 @@ max_requests = 0         # never recycle the worker: it holds the loaded models
 limit_request_line = 8190
 limit_request_fields = 100
 proc_name = "wfserve"
+control_socket_disable = True  # wfserve stop/scale go through the management API, not gunicornc

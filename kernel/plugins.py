@@ -55,6 +55,7 @@ BUILTIN: tuple[str, ...] = (
     "plugins.api",
     "plugins.batching",
     "plugins.executors.threaded",
+    "plugins.example",
 )
 
 

@@ -98,6 +98,9 @@ class Settings:
     workflows: list[str] = setting(
         [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
     )
+    example: bool = setting(
+        True, "Build (first start) and register the bundled 'example' workflow at start-up."
+    )
     executor: str = setting("threaded", "Executor plugin that runs workflows.")
     snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
     snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")

@@ -32,7 +32,8 @@ class WfserveServer:
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.args = list(args)
-        self.env = {**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", **(env or {})}
+        self.env = {**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", "WFSERVE_EXAMPLE": "0",
+                    **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "server.log"
         self.ports: dict[str, int] = {}

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import runpy
 import socket
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -107,6 +108,8 @@ class WfserveApplication(BaseApplication):
 def serve(kernel: Kernel) -> int:
     """Run gunicorn in the foreground until SIGTERM/SIGINT; returns the exit code."""
     binds = check_binds(kernel)
+    # NOTE: torch warns at import when numpy is absent; wfserve does not use numpy.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     Path(kernel.settings.model_store).mkdir(parents=True, exist_ok=True)
     WfserveApplication(kernel, binds).run()
     return 0

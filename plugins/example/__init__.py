@@ -1,0 +1,75 @@
+"""The bundled example workflow, so a fresh ``wfserve serve`` answers at once.
+
+At start-up (setting ``example``, on by default) the archives ``example.war`` and
+``example_classifier.mar`` are built into the stores the first time, from the handler and spec
+in ``assets/`` and a tiny seeded TorchScript classifier (4 features -> 3 scores), then the
+workflow is registered as ``example``::
+
+    curl -X POST http://127.0.0.1:8080/wfpredict/example \\
+         -H 'Content-Type: application/json' -d '{"input": [5.1, 3.5, 1.4, 0.2]}'
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from kernel import hookimpl
+from kernel.errors import WfserveError
+from kernel.lifecycle import register_workflow
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+ASSETS = Path(__file__).resolve().parent / "assets"
+NAME = "example"
+MODEL = "example_classifier"
+
+
+def save_classifier(path: Path) -> Path:
+    """A deterministic TorchScript classifier: Linear(4, 8) -> ReLU -> Linear(8, 3)."""
+    import torch
+
+    torch.manual_seed(7)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with warnings.catch_warnings():  # NOTE: torch 2.13 deprecates jit.trace with a warning
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net.eval(), torch.zeros(1, 4)).save(str(path))
+    return path
+
+
+def build_example(model_store: Path, workflow_store: Path) -> Path:
+    """Write the example's ``.mar`` and ``.war`` where missing; return the ``.war``."""
+    from plugins.archives.build import build_mar
+    from plugins.archives.build import build_war
+
+    model_store.mkdir(parents=True, exist_ok=True)
+    workflow_store.mkdir(parents=True, exist_ok=True)
+    if not (model_store / f"{MODEL}.mar").exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = save_classifier(Path(tmp) / "classifier.pt")
+            build_mar(MODEL, "1.0", "base_handler", serialized_file=weights,
+                      export_path=model_store)
+    war = workflow_store / f"{NAME}.war"
+    if not war.exists():
+        build_war(NAME, ASSETS / "example_workflow.yaml", ASSETS / "example_handler.py",
+                  export_path=workflow_store)
+    return war
+
+
+@hookimpl
+def wfserve_startup(kernel: Kernel) -> None:
+    """Build (first start only) and register the example, unless ``example`` is off."""
+    settings = kernel.settings
+    if not settings.example or NAME in kernel.registry:
+        return
+    try:
+        war = build_example(settings.model_store_path, settings.workflow_store_path)
+        register_workflow(kernel, war.name, NAME)
+    except WfserveError as exc:
+        log.error("the example workflow could not be registered", error=exc.message)
