@@ -9,11 +9,15 @@ failed registration leaves nothing behind: no downloaded file, no extracted fold
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 import structlog
 
@@ -21,6 +25,7 @@ from kernel.contracts import Archive
 from kernel.contracts import Workflow
 from kernel.errors import BadRequest
 from kernel.errors import InvalidWorkflow
+from kernel.errors import ModelNotFound
 from kernel.errors import RegistrationFailed
 from kernel.errors import SpecError
 from kernel.errors import WfserveError
@@ -44,57 +49,195 @@ def is_remote(url: str) -> bool:
     return "://" in url
 
 
-def register_workflow(kernel: Kernel, url: str | None, name: str | None = None) -> Registered:
+def register_workflow(
+    kernel: Kernel,
+    url: str | None,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    reuse: Mapping[str, Sequence[str]] | None = None,
+) -> Registered:
     """Register the workflow archive at ``url`` (under ``name`` when given) and start it.
 
-    :raises BadRequest: no url, or an invalid name.
-    :raises Conflict: the name is registered or being registered.
+    The version is ``version``, else the war manifest's ``version``, else ``"1.0"``. A new
+    version of a registered name is added beside the others (the default does not change);
+    the same version again is TorchServe's 409.
+
+    :param reuse: ``fetched`` of a snapshot (key -> ``(url, path)``): a remote URL whose earlier
+        download still exists under ``<store>/.downloads`` is not fetched again.
+    :raises BadRequest: no url, or an invalid name or version.
+    :raises Conflict: that name and version is registered or being registered.
     :raises WfserveError: whatever fetching, opening, parsing or loading raised; nothing of
         the attempt is left behind.
     """
+    _check(url, name, version)
+    assert url is not None
+    entry, _ = _load(kernel, url, name, version, reuse or {}, update=False)
+    log.info("workflow registered", workflow=entry.name, version=entry.version, url=url,
+             nodes=len(entry.workflow.dag))
+    kernel.hooks.workflow_event(kernel, "registered", entry.workflow)
+    return entry
+
+
+def update_workflow(
+    kernel: Kernel, name: str, url: str | None, version: str | None = None,
+    drain: float = DRAIN_SECONDS,
+) -> tuple[Registered, list[Registered]]:
+    """Replace ``name``'s default version by the war at ``url`` without failing a request.
+
+    The new version is loaded and started fully, then becomes the default in one step; the
+    replaced versions (the old default, and an older one with the new version's number) are
+    drained and freed. A new version that fails to load leaves the old one serving.
+
+    :returns: the new entry and the replaced ones (already closed).
+    :raises WorkflowNotFound: ``name`` is not registered.
+    :raises Conflict: ``name`` is already being updated.
+    :raises WfserveError: the new version failed to load (nothing changed).
+    """
+    _check(url, name, version)
+    assert url is not None
+    entry, old = _load(kernel, url, name, version, {}, update=True)
+    for gone in old:
+        _free(gone, drain, keep_downloads=False)
+    log.info("workflow updated", workflow=name, version=entry.version, url=url,
+             replaced=[g.version for g in old])
+    kernel.hooks.workflow_event(kernel, "updated", entry.workflow)
+    return entry, old
+
+
+def unregister_workflow(
+    kernel: Kernel, name: str, version: str | None = None, drain: float = DRAIN_SECONDS,
+    *, keep_downloads: bool = False,
+) -> list[Registered]:
+    """Take ``name`` (every version, or only ``version``) out of service, let in-flight
+    requests finish, free everything.
+
+    :param keep_downloads: leave downloaded archives in place (a snapshot still needs them).
+    :raises WorkflowNotFound: TorchServe's 404 when ``name`` (or the version) is absent.
+    :raises BadRequest: ``version`` is the default while other versions remain.
+    """
+    gone = kernel.registry.remove(name, version)
+    for entry in gone:
+        _free(entry, drain, keep_downloads=keep_downloads)
+    log.info("workflow unregistered", workflow=name, versions=[e.version for e in gone])
+    for entry in gone:
+        kernel.hooks.workflow_event(kernel, "unregistered", entry.workflow)
+    return gone
+
+
+def set_default_version(kernel: Kernel, name: str, version: str) -> Registered:
+    """Make ``version`` the one ``/wfpredict/<name>`` serves (atomic)."""
+    kernel.registry.set_default(name, version)
+    entry = kernel.registry.get(name, version)
+    log.info("default version changed", workflow=name, version=version)
+    kernel.hooks.workflow_event(kernel, "updated", entry.workflow)
+    return entry
+
+
+def scale_node(
+    kernel: Kernel, name: str, node: str, version: str | None = None, **values: int | None
+) -> dict[str, Any]:
+    """Change one node's workers or batching on a live workflow; returns its live state.
+
+    ``values`` are ``min_workers``, ``max_workers``, ``batch_size``, ``max_batch_delay`` (None
+    leaves one as it is). The change is remembered in :attr:`Registered.overrides`.
+
+    :raises WorkflowNotFound: no such workflow or version.
+    :raises ModelNotFound: the workflow has no node ``node``.
+    :raises BadRequest: the executor refused the values.
+    """
+    entry = kernel.registry.get(name, version)
+    if node not in entry.workflow.spec.nodes:
+        raise ModelNotFound(f"Model not found: {name}__{node}", workflow=name, node=node)
+    entry.executor.scale(node, **values)
+    entry.overrides.setdefault(node, {}).update({k: v for k, v in values.items() if v is not None})
+    log.info("node scaled", workflow=name, version=entry.version, node=node,
+             **{k: v for k, v in values.items() if v is not None})
+    kernel.hooks.workflow_event(kernel, "scaled", entry.workflow)
+    live: dict[str, Any] = entry.executor.describe().get("nodes", {}).get(node, {})
+    return live
+
+
+def _check(url: str | None, name: str | None, version: str | None) -> None:
     if not url:
         raise BadRequest("Parameter url is required.")
     if name is not None and not NAME.match(name):
         raise BadRequest(f"Invalid workflow name: {name}", workflow=name)
+    if version is not None and not NAME.match(version):
+        raise BadRequest(f"Invalid workflow version: {version}", version=version)
+
+
+def _load(
+    kernel: Kernel, url: str, name: str | None, version: str | None,
+    reuse: Mapping[str, Sequence[str]], *, update: bool,
+) -> tuple[Registered, list[Registered]]:
+    """Fetch, open, reserve, build, start and publish; on any failure undo all of it."""
     workdir = Path(tempfile.mkdtemp(prefix="wfserve-"))
     downloaded: list[Path] = []
+    fetched: dict[str, tuple[str, str]] = {}
+    fetch = _Fetcher(kernel, reuse, downloaded, fetched)
     try:
-        war = kernel.hooks.fetch(url, kernel.settings.workflow_store_path)
-        if is_remote(url):
-            downloaded.append(war)
+        war = fetch("", url, kernel.settings.workflow_store_path)
         archive = kernel.hooks.open_archive(war, workdir / "war")
         wf_name = _workflow_name(archive, name)
-        with kernel.registry.reserving(wf_name):
-            workflow = _build(kernel, wf_name, url, archive, workdir, downloaded)
+        wf_version = version or archive.version or "1.0"
+        if not NAME.match(wf_version):
+            raise InvalidWorkflow(f"Invalid workflow version: {wf_version}", workflow=wf_name)
+        held = (kernel.registry.updating(wf_name) if update
+                else kernel.registry.reserving(wf_name, wf_version))
+        with held:
+            workflow = _build(kernel, wf_name, url, archive, workdir, fetch)
+            workflow.version = wf_version
             executor = kernel.hooks.make_executor(workflow, kernel)
-            executor.start()
-            entry = Registered(workflow, executor)
             try:
-                kernel.registry.add(entry)
+                executor.start()
+                entry = Registered(workflow, executor, fetched=fetched)
+                old: list[Registered] = []
+                if update:
+                    old = kernel.registry.swap(entry)
+                else:
+                    kernel.registry.add(entry)
             except BaseException:
-                executor.close(timeout=0)
+                with contextlib.suppress(Exception):
+                    executor.close(timeout=0)
                 raise
     except BaseException:
         _discard(workdir, downloaded)
         raise
-    log.info("workflow registered", workflow=wf_name, url=url, nodes=len(workflow.dag))
-    kernel.hooks.workflow_event(kernel, "registered", workflow)
-    return entry
+    return entry, old
 
 
-def unregister_workflow(kernel: Kernel, name: str, drain: float = DRAIN_SECONDS) -> Registered:
-    """Take ``name`` out of service, let in-flight requests finish, free everything.
+class _Fetcher:
+    """Fetch one URL, record downloads, reuse a snapshot's download when it still exists."""
 
-    :raises WorkflowNotFound: TorchServe's 404 when ``name`` is not registered.
-    """
-    entry = kernel.registry.remove(name)
-    try:
-        entry.executor.close(timeout=drain)
-    finally:
-        _discard(entry.workflow.workdir, entry.workflow.downloaded)
-    log.info("workflow unregistered", workflow=name)
-    kernel.hooks.workflow_event(kernel, "unregistered", entry.workflow)
-    return entry
+    __slots__ = ("downloaded", "fetched", "kernel", "reuse")
+
+    def __init__(self, kernel: Kernel, reuse: Mapping[str, Sequence[str]],
+                 downloaded: list[Path], fetched: dict[str, tuple[str, str]]) -> None:
+        self.kernel, self.reuse = kernel, reuse
+        self.downloaded, self.fetched = downloaded, fetched
+
+    def __call__(self, key: str, url: str, store: Path) -> Path:
+        if not is_remote(url):
+            return self.kernel.hooks.fetch(url, store)
+        path = self._reusable(key, url, store)
+        if path is None:
+            path = self.kernel.hooks.fetch(url, store)
+        self.downloaded.append(path)
+        self.fetched[key] = (url, str(path))
+        return path
+
+    def _reusable(self, key: str, url: str, store: Path) -> Path | None:
+        old = self.reuse.get(key)
+        if old is None or len(old) != 2 or old[0] != url:
+            return None
+        path = Path(old[1])
+        downloads = (store / DOWNLOADS).resolve()
+        try:
+            inside = path.resolve().parent.parent == downloads
+        except OSError:
+            return None
+        return path if inside and path.exists() else None
 
 
 def _workflow_name(archive: Archive, override: str | None) -> str:
@@ -109,7 +252,7 @@ def _workflow_name(archive: Archive, override: str | None) -> str:
 
 
 def _build(
-    kernel: Kernel, name: str, url: str, archive: Archive, workdir: Path, downloaded: list[Path]
+    kernel: Kernel, name: str, url: str, archive: Archive, workdir: Path, fetch: _Fetcher
 ) -> Workflow:
     if not archive.spec_file:
         raise InvalidWorkflow("Workflow spec file is not defined.", workflow=name)
@@ -123,7 +266,7 @@ def _build(
     failures: list[str] = []
     for node in spec.models:
         try:
-            node_archives[node.name] = _open_model(kernel, node, workdir, downloaded)
+            node_archives[node.name] = _open_model(kernel, node, workdir, fetch)
         except WfserveError as exc:
             failures.append(
                 f"Workflow Node {name}__{node.name} failed to register. Details: {exc.message}"
@@ -134,18 +277,25 @@ def _build(
             workflow=name,
         )
     return Workflow(name=name, url=url, spec=spec, dag=dag, archive=archive,
-                    node_archives=node_archives, downloaded=downloaded, workdir=workdir)
+                    node_archives=node_archives, downloaded=fetch.downloaded, workdir=workdir)
 
 
-def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, downloaded: list[Path]) -> Archive:
+def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, fetch: _Fetcher) -> Archive:
     assert node.url is not None
-    path = kernel.hooks.fetch(node.url, kernel.settings.model_store_path)
-    if is_remote(node.url):
-        downloaded.append(path)
+    path = fetch(node.name, node.url, kernel.settings.model_store_path)
     archive = kernel.hooks.open_archive(path, workdir / "models" / node.name)
     if archive.kind != "mar":
         raise InvalidWorkflow(f"{node.url} is not a model archive", node=node.name)
     return archive
+
+
+def _free(entry: Registered, drain: float, *, keep_downloads: bool) -> None:
+    """Drain and close one version's executor, then delete its files."""
+    try:
+        entry.executor.close(timeout=drain)
+    finally:
+        workflow = entry.workflow
+        _discard(workflow.workdir, [] if keep_downloads else workflow.downloaded)
 
 
 def _discard(workdir: Path | None, downloaded: list[Path]) -> None:

@@ -1,8 +1,14 @@
-"""Registered workflows and their lifecycle, safe to use from many threads.
+"""Registered workflows, their versions and lifecycle, safe to use from many threads.
 
-A registration first *reserves* its name (so two concurrent registrations of one name cannot
-both load), then loads outside the lock, then commits or releases. Nothing half-registered is
-ever visible: a workflow is listed only once its executor has started.
+The registry is the single source of truth: per name, a set of versions (each a
+:class:`Registered`) and a default version pointer. ``get(name)`` answers the default; changing
+the default (``set_default``, ``swap``) is one assignment under the lock, so a request sees the
+old version or the new one, never neither.
+
+A registration first *reserves* its ``(name, version)`` (so two concurrent registrations of one
+version cannot both load), then loads outside the lock, then commits or releases. An update
+reserves the whole name. Nothing half-registered is ever visible: a version is listed only
+once its executor has started.
 """
 
 from __future__ import annotations
@@ -13,84 +19,221 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 
 from kernel.contracts import Executor
 from kernel.contracts import Workflow
+from kernel.errors import BadRequest
 from kernel.errors import Conflict
 from kernel.errors import Unavailable
 from kernel.errors import WorkflowNotFound
 
 #: TorchServe's page size when ``limit`` is absent, not an integer, negative or over 100.
 MAX_PAGE = 100
+#: the pending marker of an update: it holds every version of the name
+WHOLE = "*"
 
 
 @dataclass
 class Registered:
-    """A live workflow: its definition and the executor running it."""
+    """A live workflow version: its definition, the executor running it, its scale overrides.
+
+    ``overrides`` maps a node name to the values changed through the scale call
+    (``min_workers``, ``max_workers``, ``batch_size``, ``max_batch_delay``); snapshots keep it.
+    """
 
     workflow: Workflow
     executor: Executor
     registered_at: float = field(default_factory=time.time)
+    overrides: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: per downloaded archive (key ``""`` for the war, else the node name): ``(url, local
+    #: path)``, so that a snapshot can reuse the downloaded file instead of fetching it again
+    fetched: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.workflow.name
 
+    @property
+    def version(self) -> str:
+        return str(getattr(self.workflow, "version", "1.0"))
+
+
+@dataclass
+class _Versions:
+    versions: dict[str, Registered]
+    default: str
+
+    def current(self) -> Registered:
+        return self.versions[self.default]
+
+
+def _version_key(version: str) -> tuple[Any, ...]:
+    """Numeric-aware order: 1.0 < 2.0 < 10.0; non-numeric parts compare as text."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.split("."))
+
 
 class Registry:
-    """Name -> :class:`Registered`, with reservations for registrations in progress."""
+    """Name -> versions and a default, with reservations for registrations in progress."""
 
     __slots__ = ("_entries", "_limit", "_lock", "_pending")
 
     def __init__(self, limit: int = 100) -> None:
-        self._entries: dict[str, Registered] = {}
-        self._pending: set[str] = set()
+        self._entries: dict[str, _Versions] = {}
+        self._pending: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._limit = limit
 
     @contextmanager
-    def reserving(self, name: str) -> Iterator[None]:
-        """Hold ``name`` while a registration loads; released when the block ends.
+    def reserving(self, name: str, version: str = "1.0") -> Iterator[None]:
+        """Hold ``(name, version)`` while a registration loads; released when the block ends.
 
-        :raises Conflict: the name is registered or being registered (TorchServe's 409 text).
-        :raises Unavailable: ``limit`` workflows are already registered or loading.
+        :raises Conflict: that version is registered or being registered, or the name is being
+            updated (TorchServe's 409 text).
+        :raises Unavailable: ``limit`` workflows (names) are already registered or loading.
         """
         with self._lock:
-            if name in self._entries or name in self._pending:
-                raise Conflict(f"Workflow {name} is already registered.", workflow=name)
-            if len(self._entries) + len(self._pending) >= self._limit:
-                raise Unavailable(
-                    f"Cannot register {name}: the limit of {self._limit} workflows is reached.",
-                    workflow=name,
-                )
-            self._pending.add(name)
+            held = self._entries.get(name)
+            if ((held is not None and version in held.versions) or (name, version) in self._pending
+                    or (name, WHOLE) in self._pending):
+                raise Conflict(f"Workflow {name} is already registered.", workflow=name,
+                               version=version)
+            if held is None and not any(n == name for n, _ in self._pending):
+                names = set(self._entries) | {n for n, _ in self._pending}
+                if len(names) >= self._limit:
+                    raise Unavailable(
+                        f"Cannot register {name}: the limit of {self._limit} workflows is "
+                        "reached.", workflow=name,
+                    )
+            self._pending.add((name, version))
         try:
             yield
         finally:
             with self._lock:
-                self._pending.discard(name)
+                self._pending.discard((name, version))
+
+    @contextmanager
+    def updating(self, name: str) -> Iterator[None]:
+        """Hold every version of ``name`` while its replacement loads.
+
+        :raises WorkflowNotFound: ``name`` is not registered.
+        :raises Conflict: ``name`` is already being updated or registered.
+        """
+        with self._lock:
+            if name not in self._entries:
+                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            if any(n == name for n, _ in self._pending):
+                raise Conflict(f"Workflow {name} is being updated or registered.", workflow=name)
+            self._pending.add((name, WHOLE))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pending.discard((name, WHOLE))
 
     def add(self, entry: Registered) -> None:
-        """Make ``entry`` visible; its name must be reserved by the calling registration."""
+        """Make ``entry`` visible; the first version of a name becomes its default."""
         with self._lock:
-            if entry.name in self._entries:
+            held = self._entries.get(entry.name)
+            if held is None:
+                self._entries[entry.name] = _Versions({entry.version: entry}, entry.version)
+            elif entry.version in held.versions:
                 raise Conflict(f"Workflow {entry.name} is already registered.", workflow=entry.name)
-            self._entries[entry.name] = entry
+            else:
+                held.versions[entry.version] = entry
 
-    def get(self, name: str) -> Registered:
-        """The live workflow ``name``; ``WorkflowNotFound`` with TorchServe's message if absent."""
-        entry = self._entries.get(name)
-        if entry is None:
-            raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
-        return entry
+    def swap(self, entry: Registered) -> list[Registered]:
+        """Install ``entry`` as its name's default in one step; returns what it replaced.
 
-    def remove(self, name: str) -> Registered:
-        """Take ``name`` out of service and return it (the caller closes its executor)."""
+        Replaced: the previous default version and any version equal to ``entry``'s; the caller
+        drains and frees them. Other versions stay.
+        """
         with self._lock:
-            entry = self._entries.pop(name, None)
+            held = self._entries.get(entry.name)
+            if held is None:
+                self._entries[entry.name] = _Versions({entry.version: entry}, entry.version)
+                return []
+            old = [held.current()]
+            same = held.versions.get(entry.version)
+            if same is not None and same is not old[0]:
+                old.append(same)
+            for gone in old:
+                held.versions.pop(gone.version, None)
+            held.versions[entry.version] = entry
+            held.default = entry.version
+            return old
+
+    def get(self, name: str, version: str | None = None) -> Registered:
+        """The default version of ``name``, or ``version`` of it.
+
+        :raises WorkflowNotFound: TorchServe's "Workflow not found: <name>", or for a missing
+            version "Workflow version: <v> does not exist for workflow: <name>".
+        """
+        with self._lock:
+            held = self._entries.get(name)
+            if held is None:
+                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            entry = held.current() if version is None else held.versions.get(version)
         if entry is None:
-            raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            raise WorkflowNotFound(
+                f"Workflow version: {version} does not exist for workflow: {name}",
+                workflow=name, version=version,
+            )
         return entry
+
+    def versions(self, name: str) -> tuple[list[Registered], str]:
+        """Every version of ``name`` (ascending) and the default version."""
+        with self._lock:
+            held = self._entries.get(name)
+            if held is None:
+                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            keys = sorted(held.versions, key=_version_key)
+            return [held.versions[k] for k in keys], held.default
+
+    def set_default(self, name: str, version: str) -> None:
+        """Point ``name``'s default at ``version`` (atomic)."""
+        with self._lock:
+            held = self._entries.get(name)
+            if held is None:
+                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            if version not in held.versions:
+                raise WorkflowNotFound(
+                    f"Workflow version: {version} does not exist for workflow: {name}",
+                    workflow=name, version=version,
+                )
+            held.default = version
+
+    def remove(self, name: str, version: str | None = None) -> list[Registered]:
+        """Take every version of ``name`` (or only ``version``) out of service and return them.
+
+        The caller closes their executors. Removing the only version removes the name.
+
+        :raises WorkflowNotFound: the name or version is absent.
+        :raises BadRequest: ``version`` is the default while other versions remain.
+        """
+        with self._lock:
+            held = self._entries.get(name)
+            if held is None:
+                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+            if version is None or list(held.versions) == [version]:
+                if version is not None and version not in held.versions:
+                    raise WorkflowNotFound(
+                        f"Workflow version: {version} does not exist for workflow: {name}",
+                        workflow=name, version=version)
+                del self._entries[name]
+                return list(held.versions.values())
+            if version not in held.versions:
+                raise WorkflowNotFound(
+                    f"Workflow version: {version} does not exist for workflow: {name}",
+                    workflow=name, version=version,
+                )
+            if version == held.default:
+                raise BadRequest(
+                    f"Cannot remove the default version {version} of workflow {name}: set "
+                    "another default first, or unregister the workflow.",
+                    workflow=name, version=version,
+                )
+            return [held.versions.pop(version)]
 
     def names(self) -> list[str]:
         """Registered names, sorted ascending (TorchServe's list order)."""
@@ -98,9 +241,19 @@ class Registry:
             return sorted(self._entries)
 
     def entries(self) -> list[Registered]:
-        """Registered workflows, sorted by name."""
+        """The default version of every registered workflow, sorted by name."""
         with self._lock:
-            return [self._entries[n] for n in sorted(self._entries)]
+            return [self._entries[n].current() for n in sorted(self._entries)]
+
+    def state(self) -> list[tuple[Registered, bool]]:
+        """Every version of every workflow with its default flag, sorted by name and version."""
+        with self._lock:
+            return [
+                (held.versions[v], v == held.default)
+                for n in sorted(self._entries)
+                for held in (self._entries[n],)
+                for v in sorted(held.versions, key=_version_key)
+            ]
 
     def page(self, offset: int, limit: int) -> tuple[list[Registered], int | None]:
         """One page of the sorted list and TorchServe's next page token.

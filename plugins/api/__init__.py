@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from kernel import hookimpl
+from kernel.errors import Conflict
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
@@ -65,15 +66,19 @@ def wfserve_startup(kernel: Kernel) -> None:
             name, url = None, item
         try:
             register_workflow(kernel, url, name or None)
+        except Conflict:
+            log.info("start-up workflow already registered (restored from a snapshot)",
+                     entry=item)
         except WfserveError as exc:
             log.error("start-up registration failed", entry=item, error=exc.message)
 
 
 @hookimpl
 def wfserve_shutdown(kernel: Kernel) -> None:
-    """Drain and free every workflow."""
+    """Drain and free every workflow; with snapshots on, downloaded archives stay for the
+    next start (the snapshot names them)."""
     for name in kernel.registry.names():
         try:
-            unregister_workflow(kernel, name, drain=10.0)
+            unregister_workflow(kernel, name, drain=10.0, keep_downloads=kernel.settings.snapshot)
         except WfserveError as exc:
             log.warning("shutdown: could not unregister", workflow=name, error=exc.message)

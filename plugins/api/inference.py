@@ -11,6 +11,7 @@ import falcon
 from kernel.contracts import PredictRequest
 from kernel.errors import Timeout
 from kernel.errors import TooLarge
+from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from plugins.api.decoding import build_row
 from plugins.api.decoding import json_pretty
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 #: seconds a response may take beyond the request's own deadline before we stop waiting
 GRACE = 1.0
+#: attempts of one request while versions are swapped under it
+SWAP_RETRIES = 3
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -73,15 +76,33 @@ class _Predicting:
 
 
 class WorkflowPrediction(_Predicting):
-    """``/wfpredict/{name}``: any method, as TorchServe; query parameters are not inputs."""
+    """``/wfpredict/{name}`` (the default version) and ``/wfpredict/{name}/{version}``: any
+    method, as TorchServe; query parameters are not inputs.
+
+    A request that meets a version being swapped out (its executor refuses with
+    ``Unavailable`` while the registry already serves another one) is sent again to the
+    version now serving, so an update never fails a request.
+    """
 
     __slots__ = ()
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        entry = self.kernel.registry.get(name)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str,
+                version: str | None = None) -> None:
+        registry = self.kernel.registry
+        entry = registry.get(name, version)
         body = read_body(req, self.kernel.settings.max_request_size)
         request = self._request(req, build_row(req.content_type, body, self._decode))
-        result = self._wait(entry.executor.submit(request), request)
+        for _ in range(SWAP_RETRIES):
+            try:
+                result = self._wait(entry.executor.submit(request), request)
+                break
+            except Unavailable:
+                current = registry.get(name, version)
+                if current is entry:
+                    raise
+                entry = current
+        else:
+            raise Unavailable(f"Workflow {name} is being updated, try again", workflow=name)
         self._send(resp, entry.executor.render(result))
 
     on_get = on_put = on_patch = on_delete = on_post

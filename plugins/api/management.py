@@ -12,11 +12,16 @@ from typing import Any
 import falcon
 
 from kernel.errors import BadRequest
+from kernel.errors import MethodNotAllowed
 from kernel.errors import ModelNotFound
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
+from kernel.lifecycle import update_workflow
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import media_type
+
+#: TorchServe's 405 message (the same text as Falcon's own 405 answers)
+NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -53,7 +58,8 @@ class WorkflowCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = self._register_params(req)
-        entry = register_workflow(self.kernel, params.get("url"), params.get("workflow_name"))
+        entry = register_workflow(self.kernel, params.get("url"), params.get("workflow_name"),
+                                  params.get("version") or None)
         _send(resp, {"status": f"Workflow {entry.name} has been registered and scaled "
                                "successfully."})
 
@@ -80,11 +86,44 @@ class WorkflowCollection:
             if not isinstance(body, dict):
                 raise BadRequest("The registration body must be a JSON object")
             return {k: str(v) for k, v in body.items() if v is not None}
-        return {k: req.get_param(k) for k in ("url", "workflow_name")}
+        return {k: req.get_param(k) for k in ("url", "workflow_name", "version")}
+
+
+def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
+    """TorchServe's describe entry of one workflow version, then wfserve's extension fields.
+
+    TorchServe's fields come first and unchanged (the spec's global values); the extensions
+    are ``workflowVersion``, ``isDefault`` and ``nodes``: per node the live ``minWorkers``,
+    ``maxWorkers``, ``batchSize``, ``maxBatchDelay``, ``workers`` (id and status) and
+    ``queued``, as changed by the scale call.
+    """
+    spec = entry.workflow.spec
+    g = spec.globals
+    live = entry.executor.describe().get("nodes", {})
+    nodes = {}
+    for name, node in live.items():
+        nodes[name] = {k: node[k] for k in ("minWorkers", "maxWorkers", "batchSize",
+                                            "maxBatchDelay") if k in node}
+        nodes[name]["workers"] = [{k: w[k] for k in ("id", "status") if k in w}
+                                  for w in node.get("workers", [])]
+        nodes[name]["queued"] = node.get("queued", 0)
+    return {
+        "workflowName": entry.name,
+        "workflowUrl": entry.workflow.url,
+        "minWorkers": g.min_workers,
+        "maxWorkers": g.max_workers,
+        "batchSize": g.batch_size,
+        "maxBatchDelay": g.max_batch_delay,
+        "workflowDag": spec.dag_string,
+        "workflowVersion": entry.version,
+        "isDefault": is_default,
+        "nodes": nodes,
+    }
 
 
 class WorkflowItem:
-    """``/workflows/{name}``: describe (GET, an array as TorchServe) and unregister (DELETE)."""
+    """``/workflows/{name}``: describe (GET, an array as TorchServe), update (PUT with ``url``,
+    a wfserve extension) and unregister every version (DELETE)."""
 
     __slots__ = ("kernel",)
 
@@ -92,18 +131,18 @@ class WorkflowItem:
         self.kernel = kernel
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        entry = self.kernel.registry.get(name)
-        spec = entry.workflow.spec
-        g = spec.globals
-        _send(resp, [{
-            "workflowName": entry.name,
-            "workflowUrl": entry.workflow.url,
-            "minWorkers": g.min_workers,
-            "maxWorkers": g.max_workers,
-            "batchSize": g.batch_size,
-            "maxBatchDelay": g.max_batch_delay,
-            "workflowDag": spec.dag_string,
-        }])
+        _send(resp, [describe(self.kernel.registry.get(name), True)])
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Update: load ``url`` fully, switch the default to it, drain and free the old one.
+
+        Without ``url`` this is TorchServe's call, which answers 405 (its transcript, step 31).
+        """
+        url = req.get_param("url")
+        if not url:
+            raise MethodNotAllowed(NOT_ALLOWED)
+        entry, _ = update_workflow(self.kernel, name, url, req.get_param("version") or None)
+        _send(resp, {"status": f"Workflow {name} updated to version {entry.version}"})
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         unregister_workflow(self.kernel, name)

@@ -15,6 +15,10 @@ from plugins.api.management import ModelCollection
 from plugins.api.management import ModelItem
 from plugins.api.management import WorkflowCollection
 from plugins.api.management import WorkflowItem
+from plugins.api.versions import DefaultVersion
+from plugins.api.versions import NodeScale
+from plugins.api.versions import WorkflowVersion
+from plugins.api.versions import WorkflowVersions
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -36,11 +40,16 @@ def add_routes(app: falcon.App, kernel: Kernel, surface: str) -> None:
         "inference": [
             ("/ping", Ping(kernel)),
             ("/wfpredict/{name}", WorkflowPrediction(kernel)),
+            ("/wfpredict/{name}/{version}", WorkflowPrediction(kernel)),
             ("/predictions/{name}", NodePrediction(kernel)),
         ],
         "management": [
             ("/workflows", WorkflowCollection(kernel)),
             ("/workflows/{name}", WorkflowItem(kernel)),
+            ("/workflows/{name}/all", WorkflowVersions(kernel)),
+            ("/workflows/{name}/nodes/{node}", NodeScale(kernel)),
+            ("/workflows/{name}/{version}", WorkflowVersion(kernel)),
+            ("/workflows/{name}/{version}/set-default", DefaultVersion(kernel)),
             ("/models", ModelCollection(kernel)),
             ("/models/{name}", ModelItem(kernel)),
         ],

@@ -115,11 +115,16 @@ def test_register_list_describe_unregister(env):
     assert mgmt.simulate_get("/workflows").json == {
         "workflows": [{"workflowName": "seq_wf", "workflowUrl": "seq_wf.war"}]
     }
-    assert mgmt.simulate_get("/workflows/seq_wf").json == [{
+    (described,) = mgmt.simulate_get("/workflows/seq_wf").json
+    assert list(described)[:7] == [  # TorchServe's fields first, unchanged; then extensions
+        "workflowName", "workflowUrl", "minWorkers", "maxWorkers", "batchSize",
+        "maxBatchDelay", "workflowDag"]
+    assert described == {
         "workflowName": "seq_wf", "workflowUrl": "seq_wf.war", "minWorkers": 1,
         "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 0,
-        "workflowDag": "{pre=[m1], m1=[post]}",
-    }]
+        "workflowDag": "{pre=[m1], m1=[post]}", "workflowVersion": "1.0", "isDefault": True,
+        "nodes": {"m1": {"workers": [{"id": "1", "status": "READY"}], "queued": 0}},
+    }
     r = mgmt.simulate_delete("/workflows/seq_wf")
     assert r.json == {"status": 'Workflow "seq_wf" unregistered'}
     assert fakes.executors[0].closed
