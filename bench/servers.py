@@ -1,0 +1,151 @@
+"""The two servers under test, started the way their users start them, on loopback ports.
+
+``Wfserve``: ``wfserve serve --foreground`` with the workflows given at start-up.
+``TorchServe``: the real TorchServe 0.12.0 (``torchserve --start``) from a venv built with the
+peer recipe (``VENV``, default /tmp/peer-venv: torch 2.13.0 CPU, torchserve 0.12.0, the
+archivers, pyyaml); workflows are registered over its management API, which is its only way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.procmon import wait_until
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+PEER_VENV = Path(os.environ.get("VENV", "/tmp/peer-venv"))
+START_WORKFLOWS = ("seq_wf", "par_wf")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str, body: bytes) -> bool:
+    try:
+        return httpx.post(url, content=body, headers={"Content-Type": "application/json"},
+                          timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Server:
+    """Common parts: ports, cold start measurement, registration."""
+
+    name = "server"
+
+    def __init__(self, model_store: Path, workflow_store: Path, workdir: Path) -> None:
+        self.model_store, self.workflow_store, self.workdir = model_store, workflow_store, workdir
+        self.ports = {"inference": free_port(), "management": free_port(),
+                      "metrics": free_port()}
+        self.pid: int | None = None
+        self.cold_start_s: float | None = None
+
+    @property
+    def inference(self) -> str:
+        return f"http://127.0.0.1:{self.ports['inference']}"
+
+    @property
+    def management(self) -> str:
+        return f"http://127.0.0.1:{self.ports['management']}"
+
+    def _wait_answering(self, started: float, payload: bytes, timeout: float = 180) -> None:
+        urls = [f"{self.inference}/wfpredict/{w}" for w in START_WORKFLOWS]
+        if not wait_until(lambda: all(_answers(u, payload) for u in urls), timeout):
+            raise RuntimeError(f"{self.name}: workflows not answering after {timeout} s")
+        self.cold_start_s = round(time.monotonic() - started, 3)
+
+    def register(self, war: str) -> None:
+        r = httpx.post(f"{self.management}/workflows", params={"url": war}, timeout=300)
+        if r.status_code != 200:
+            raise RuntimeError(f"{self.name}: registering {war} gave {r.status_code} {r.text}")
+
+
+class Wfserve(Server):
+    name = "wfserve"
+
+    def start(self, payload: bytes) -> None:
+        log = open(self.workdir / "wfserve.log", "ab")  # noqa: SIM115 - lives with the process
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kernel.cli", "serve", "--foreground",
+             "--inference-address", self.inference, "--management-address", self.management,
+             "--metrics-address", f"http://127.0.0.1:{self.ports['metrics']}",
+             "--model-store", str(self.model_store), "--workflow-store", str(self.workflow_store),
+             "--run-dir", str(self.workdir / "run"), "--no-example", "--disable-token-auth",
+             "--workflows", *(f"{w}.war" for w in START_WORKFLOWS)],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+        self.pid = self.process.pid
+        self._wait_answering(started, payload)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class TorchServe(Server):
+    name = "torchserve"
+
+    @staticmethod
+    def available() -> bool:
+        return (PEER_VENV / "bin" / "torchserve").exists() and shutil.which("java") is not None
+
+    def start(self, payload: bytes) -> None:
+        run = self.workdir / "ts"
+        (run / "logs").mkdir(parents=True, exist_ok=True)
+        config = run / "config.properties"
+        config.write_text("\n".join([
+            f"inference_address={self.inference}",
+            f"management_address={self.management}",
+            f"metrics_address=http://127.0.0.1:{self.ports['metrics']}",
+            "grpc_inference_address=127.0.0.1", "grpc_management_address=127.0.0.1",
+            f"grpc_inference_port={free_port()}", f"grpc_management_port={free_port()}",
+            "disable_token_authorization=true", "install_py_dep_per_model=false",
+            f"model_store={self.model_store}", f"workflow_store={self.workflow_store}", "",
+        ]))
+        env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}",
+               "LOG_LOCATION": str(run / "logs"), "METRICS_LOCATION": str(run / "logs")}
+        started = time.monotonic()
+        subprocess.run([str(PEER_VENV / "bin" / "torchserve"), "--start", "--ncs",
+                        "--ts-config", str(config), "--log-config", str(ASSETS / "ts_log4j2.xml")],
+                       cwd=run, env=env, check=True, capture_output=True, timeout=60)
+        self.env, self.run = env, run
+        if not wait_until(self._pinged, 120):
+            raise RuntimeError("torchserve did not answer /ping")
+        self.pid = self._java_pid()
+        for w in START_WORKFLOWS:
+            self.register(f"{w}.war")
+        self._wait_answering(started, payload)
+
+    def _pinged(self) -> bool:
+        try:
+            return httpx.get(f"{self.inference}/ping", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _java_pid(self) -> int | None:
+        out = subprocess.run(["pgrep", "-f", "org.pytorch.serve.ModelServer"],
+                             capture_output=True, text=True).stdout.split()
+        return int(out[0]) if out else None
+
+    def stop(self) -> None:
+        subprocess.run([str(PEER_VENV / "bin" / "torchserve"), "--stop"], cwd=self.run,
+                       env=self.env, capture_output=True, timeout=120)
+        if self.pid:
+            wait_until(lambda: not Path(f"/proc/{self.pid}").exists(), 30)
