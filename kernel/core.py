@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 
 import pluggy
 
@@ -13,15 +14,20 @@ from kernel.plugins import Hooks
 from kernel.plugins import make_plugin_manager
 from kernel.registry import Registry
 from kernel.settings import Settings
+from kernel.stash import Stash
 
 
 @dataclass
 class Kernel:
-    """A thin façade: every capability is a plugin reached through :attr:`hooks`."""
+    """A thin façade: every capability is a plugin reached through :attr:`hooks`.
+
+    :attr:`stash` holds plugins' per-server state under typed keys (:mod:`kernel.stash`).
+    """
 
     settings: Settings
     hooks: Hooks
     registry: Registry
+    stash: Stash = field(default_factory=Stash, repr=False, compare=False)
 
     @classmethod
     def create(

@@ -137,6 +137,21 @@ def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
     """
 
 
+@hookspec
+def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
+    """Falcon middleware for the app that serves ``surfaces`` (request-scoped concerns).
+
+    :param kernel: the kernel facade.
+    :param surfaces: the surfaces that app serves (one, or several sharing a port); a
+        middleware learns the surface of each request from ``req.context.surface`` (set in
+        ``process_resource``, None when no route matched and the port serves several).
+    :returns: middleware objects (Falcon's ``process_request``/``process_resource``/
+        ``process_response`` methods), or None for none; every plugin is called and the lists
+        are installed in call order, after the API's own request-context middleware.
+        Called once per app, from the thread that builds the apps.
+    """
+
+
 @hookspec(firstresult=True)
 def wfserve_serve(kernel: Kernel) -> int | None:
     """Run the server in the foreground until it is stopped.

@@ -53,6 +53,7 @@ BUILTIN: tuple[str, ...] = (
     "plugins.fetchers.http",
     "plugins.handlers",
     "plugins.api",
+    "plugins.snapshot",
     "plugins.batching",
     "plugins.executors.threaded",
     "plugins.example",
@@ -193,6 +194,11 @@ class Hooks:
     def add_routes(self, app: Any, kernel: Kernel, surface: str) -> None:
         """Let every plugin add its routes for ``surface``."""
         self.pm.hook.wfserve_add_routes(app=app, kernel=kernel, surface=surface)
+
+    def middleware(self, kernel: Kernel, surfaces: list[str]) -> list[Any]:
+        """Every plugin's middleware for the app serving ``surfaces``, in call order."""
+        found = self.pm.hook.wfserve_middleware(kernel=kernel, surfaces=surfaces)
+        return [item for items in found for item in items or ()]
 
     def serve(self, kernel: Kernel) -> int:
         """Run the server; ``NoPluginAnswered`` if no server plugin is installed."""

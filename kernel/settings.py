@@ -83,6 +83,17 @@ class Settings:
     disable_token_authorization: bool = setting(
         False, "Turn token authorization off.", ts_key="disable_token_authorization"
     )
+    token_expiration_min: float = setting(
+        60.0, "Minutes an inference or management key stays valid after it is made.",
+        ts_key="token_expiration_min",
+    )
+    key_file: str = setting(
+        "key_file.json", "Where the token keys are written (TorchServe's key_file.json; "
+        "relative paths are under the current folder)."
+    )
+    request_read_timeout: float = setting(
+        30.0, "Seconds a client may stall while sending a request before it is dropped."
+    )
     job_queue_size: int = setting(
         100, "Requests a node may queue before answering 503.", ts_key="job_queue_size"
     )
@@ -104,6 +115,7 @@ class Settings:
     executor: str = setting("threaded", "Executor plugin that runs workflows.")
     snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
     snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")
+    snapshot_keep: int = setting(5, "Newest snapshot files kept in snapshot_dir (at least 1).")
     foreground: bool = setting(
         False, "Stay attached to the terminal (default: start in the background, as "
         "torchserve --start does, and return once the server answers)."

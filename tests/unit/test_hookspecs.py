@@ -21,6 +21,7 @@ FACADE = {
     "wfserve_make_executor": "make_executor",
     "wfserve_serializer": "serializer",
     "wfserve_add_routes": "add_routes",
+    "wfserve_middleware": "middleware",
     "wfserve_serve": "serve",
     "wfserve_add_commands": "add_commands",
     "wfserve_startup": "startup",
