@@ -1,10 +1,16 @@
-"""Request-scoped concerns: request id (bound into every log line) and the access log."""
+"""Request-scoped concerns: request id (bound into every log line), surface, access log.
+
+The request id comes from ``X-Request-ID`` when it is short and plain, is made otherwise, is
+bound into structlog's context (so every line logged while serving the request carries it,
+with the workflow once the route is known) and is echoed in the response.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -16,20 +22,40 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 class RequestContext:
-    """Takes ``X-Request-ID`` (or makes one), binds it for logs, echoes it, logs the access."""
+    """Takes ``X-Request-ID`` (or makes one), binds it for logs, echoes it, logs the access.
 
-    __slots__ = ("surface",)
+    Sets ``req.context.request_id``, ``req.context.started`` and, once routed,
+    ``req.context.surface`` (``surface_of(req.uri_template)``); binds ``workflow`` for routes
+    with a ``{name}`` (``/predictions/<wf>__<node>`` also binds ``node``).
+    """
 
-    def __init__(self, surface: str) -> None:
+    __slots__ = ("surface", "surface_of")
+
+    def __init__(self, surface: str,
+                 surface_of: Callable[[str | None], str | None] | None = None) -> None:
         self.surface = surface
+        self.surface_of = surface_of
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-ID")
         request_id = given if given and _SAFE_ID.match(given) else uuid.uuid4().hex
         req.context.request_id = request_id
         req.context.started = time.perf_counter()
+        req.context.surface = None
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        if self.surface_of is not None:
+            req.context.surface = self.surface_of(req.uri_template)
+        name = params.get("name")
+        if isinstance(name, str):
+            workflow, sep, node = name.partition("__")
+            if req.uri_template and req.uri_template.startswith("/predictions") and sep:
+                structlog.contextvars.bind_contextvars(workflow=workflow, node=node)
+            else:
+                structlog.contextvars.bind_contextvars(workflow=name)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:

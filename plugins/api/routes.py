@@ -15,6 +15,8 @@ from plugins.api.management import ModelCollection
 from plugins.api.management import ModelItem
 from plugins.api.management import WorkflowCollection
 from plugins.api.management import WorkflowItem
+from plugins.api.openapi import ApiDescription
+from plugins.api.openapi import RootOptions
 from plugins.api.versions import DefaultVersion
 from plugins.api.versions import NodeScale
 from plugins.api.versions import WorkflowVersion
@@ -30,6 +32,7 @@ class Metrics:
     __slots__ = ()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Prometheus text exposition (the metrics plugin replaces this with its registry)."""
         resp.content_type = prometheus_client.CONTENT_TYPE_LATEST
         resp.data = prometheus_client.generate_latest()
 
@@ -55,5 +58,7 @@ def add_routes(app: falcon.App, kernel: Kernel, surface: str) -> None:
         ],
         "metrics": [("/metrics", Metrics())],
     }
-    for path, resource in routes.get(surface, []):
+    routes[surface] = [*routes.get(surface, []), ("/api-description", ApiDescription(app)),
+                       ("/", RootOptions(app))]
+    for path, resource in routes[surface]:
         app.add_route(path, resource)
