@@ -1,0 +1,132 @@
+"""Snapshots: every registration change is written to ``snapshot_dir``; the newest valid
+snapshot is restored at start, so a restarted (or SIGKILLed and respawned) server process
+serves the same workflows, versions, defaults and node scale.
+
+- Written on every ``wfserve_workflow_event`` (registered, unregistered, updated, scaled) of a
+  server process whose start-up this plugin saw, and only while ``snapshot`` is on
+  (``--no-snapshot``, TorchServe's ``--ncs``, turns both writing and restoring off).
+- Restored first at start-up (``tryfirst``), before the ``workflows`` setting and the example
+  are registered. A corrupt snapshot is logged and skipped for the next older one; it is fully
+  validated before anything is applied. A workflow that fails to register is logged and the
+  rest are restored.
+- Shutdown writes nothing: the server drains and unregisters everything when it stops, and
+  the snapshot must keep what was registered (the API plugin keeps downloaded archives then).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from kernel import hookimpl
+from kernel.errors import WfserveError
+from kernel.lifecycle import register_workflow
+from kernel.lifecycle import scale_node
+from plugins.snapshot.store import CorruptSnapshot
+from plugins.snapshot.store import Entry
+from plugins.snapshot.store import files
+from plugins.snapshot.store import load
+from plugins.snapshot.store import write
+
+if TYPE_CHECKING:
+    from kernel.contracts import Workflow
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+
+
+class Snapshotter:
+    """The snapshot state of one server process (one kernel)."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.folder = Path(kernel.settings.snapshot_dir)
+        self.lock = threading.Lock()
+        self.writing = False
+        self.stamp = 0
+
+    def save(self) -> Path | None:
+        """Write the registry's current state (serialized with other writers)."""
+        with self.lock:
+            if not self.writing:
+                return None
+            entries = [
+                Entry(e.name, e.version, e.workflow.url, default,
+                      {n: dict(v) for n, v in e.overrides.items()}, dict(e.fetched))
+                for e, default in self.kernel.registry.state()
+            ]
+            try:
+                path, self.stamp = write(self.folder, entries,
+                                         keep=self.kernel.settings.snapshot_keep,
+                                         after=self.stamp)
+            except OSError as exc:
+                log.error("snapshot could not be written", folder=str(self.folder),
+                          error=str(exc))
+                return None
+        log.debug("snapshot written", path=str(path), workflows=len(entries))
+        return path
+
+    def newest(self) -> tuple[Path, list[Entry]] | None:
+        """The newest snapshot that validates; corrupt ones are reported and skipped."""
+        for path in files(self.folder):
+            try:
+                return path, load(path)
+            except CorruptSnapshot as exc:
+                log.error("corrupt snapshot skipped", path=str(path), reason=str(exc))
+        return None
+
+    def restore(self) -> None:
+        """Register everything the newest valid snapshot holds (defaults first)."""
+        found = self.newest()
+        if found is None:
+            return
+        path, entries = found
+        stamp = path.name.removeprefix("snapshot-").removesuffix(".json")
+        self.stamp = int(stamp)
+        restored = 0
+        for e in sorted(entries, key=lambda e: (e.name, not e.default)):
+            try:
+                register_workflow(self.kernel, e.url, e.name, e.version, reuse=e.fetched)
+                for node, values in e.scale.items():
+                    scale_node(self.kernel, e.name, node, e.version, **values)
+                restored += 1
+            except WfserveError as exc:
+                log.error("snapshot workflow not restored", workflow=e.name, version=e.version,
+                          url=e.url, error=exc.message)
+        log.info("snapshot restored", path=str(path), workflows=restored, of=len(entries))
+
+
+#: one per kernel that started up in this process, keyed by ``id(kernel)``
+_ACTIVE: dict[int, Snapshotter] = {}
+
+
+@hookimpl(tryfirst=True)
+def wfserve_startup(kernel: Kernel) -> None:
+    """Restore the newest valid snapshot, then write one on every later change."""
+    if not kernel.settings.snapshot:
+        return
+    snap = _ACTIVE[id(kernel)] = Snapshotter(kernel)
+    snap.restore()
+    snap.writing = True
+
+
+@hookimpl(tryfirst=True)
+def wfserve_shutdown(kernel: Kernel) -> None:
+    """Stop writing before the server unregisters everything."""
+    snap = _ACTIVE.pop(id(kernel), None)
+    if snap is not None:
+        with snap.lock:
+            snap.writing = False
+
+
+@hookimpl
+def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> None:
+    """Write the registry's state after a registration change."""
+    snap = _ACTIVE.get(id(kernel))
+    if snap is not None and snap.kernel is kernel and event in {
+        "registered", "unregistered", "updated", "scaled"
+    }:
+        snap.save()
