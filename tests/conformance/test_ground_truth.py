@@ -62,6 +62,8 @@ def inf(server):
 
 
 def test_steps_01_to_09_register_list_page_describe(mgmt):
+    """Steps 1-9; the describe (8) keeps TorchServe's fields exactly and allows wfserve's
+    extension fields after them."""
     assert mgmt.get("/workflows").json() == {"workflows": []}  # 1
     for name in ("seq_wf", "par_wf"):  # 2, 3
         r = mgmt.post("/workflows", params={"url": f"{name}.war"})
@@ -77,9 +79,17 @@ def test_steps_01_to_09_register_list_page_describe(mgmt):
     assert mgmt.get("/workflows", params={"limit": 1, "next_page_token": 1}).json() == {  # 6
         "nextPageToken": "2", "workflows": both["workflows"][1:]}
     assert mgmt.get("/workflows", params={"limit": "abc"}).json() == both  # 7
-    assert mgmt.get("/workflows/seq_wf").text == pretty([{  # 8
+    # 8: TorchServe's fields, values, order and formatting exactly; wfserve appends extension
+    # fields after them (workflowVersion, isDefault, live per-node scale and worker states),
+    # which a TorchServe client reading its own fields never sees.
+    torchserve = {
         "workflowName": "seq_wf", "workflowUrl": "seq_wf.war", "minWorkers": 1, "maxWorkers": 1,
-        "batchSize": 1, "maxBatchDelay": 0, "workflowDag": "{pre=[m1], m1=[m2], m2=[post]}"}])
+        "batchSize": 1, "maxBatchDelay": 0, "workflowDag": "{pre=[m1], m1=[m2], m2=[post]}"}
+    r = mgmt.get("/workflows/seq_wf")
+    (described,) = r.json()
+    assert list(described.items())[:7] == list(torchserve.items())
+    assert set(described) - set(torchserve) == {"workflowVersion", "isDefault", "nodes"}
+    assert r.text.startswith(pretty([torchserve]).removesuffix("\n  }\n]\n") + ",\n")
     assert mgmt.get("/workflows/par_wf").json()[0]["workflowDag"] == (  # 9
         "{pre=[m1, m2], m1=[aggregate], m2=[aggregate]}")
 
