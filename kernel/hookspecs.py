@@ -118,7 +118,9 @@ def wfserve_serializer(content_type: str, obj: Any) -> Serializer | None:
     :param obj: when encoding, the object to encode (lets a plugin pick by type, e.g. tensors);
         when decoding, the raw ``bytes``.
     :returns: a :class:`~kernel.contracts.Serializer`, or None when neither the type nor the
-        object is this plugin's. First non-None result wins. Called from request threads.
+        object is this plugin's. First non-None result wins. The kernel caches the answer per
+        ``(content_type, type(obj))``: decide by type, never by value. Called from request
+        threads.
     """
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from kernel import hookimpl
 from kernel.contracts import Serializer
+from plugins.serializers.pretty_json import dumps_indent2
 
 
 class BytesSerializer:
@@ -51,7 +52,7 @@ class JsonSerializer:
     def serialize(self, obj: Any) -> bytes:
         if isinstance(obj, bytes | bytearray):
             return bytes(obj)
-        return json.dumps(obj, indent=2).encode("utf-8")
+        return dumps_indent2(obj).encode("utf-8")
 
     def deserialize(self, data: bytes) -> Any:
         return json.loads(data)
