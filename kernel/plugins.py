@@ -53,6 +53,8 @@ BUILTIN: tuple[str, ...] = (
     "plugins.fetchers.http",
     "plugins.handlers",
     "plugins.api",
+    "plugins.auth",
+    "plugins.metrics",
     "plugins.snapshot",
     "plugins.batching",
     "plugins.executors.threaded",

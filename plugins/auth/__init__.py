@@ -1,0 +1,69 @@
+"""Token authorization compatible with TorchServe 0.12, on unless
+``disable_token_authorization`` (``--disable-token-auth``) is set.
+
+At start-up the keys are made and written to ``key_file`` (``key_file.json`` in the current
+folder, as TorchServe does); each API app gets a :class:`~plugins.auth.middleware.TokenAuth`
+middleware and the management API gets ``/token`` for rotating a key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import structlog
+
+from kernel import hookimpl
+from kernel.stash import StashKey
+from plugins.auth.keys import KeyStore
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+log = structlog.get_logger(__name__)
+KEYS = StashKey[KeyStore]()
+
+
+def keys_for(kernel: Kernel) -> KeyStore:
+    """This server's keys, made (and the key file written) on first use."""
+
+    def make() -> KeyStore:
+        store = KeyStore(Path(kernel.settings.key_file).absolute(),
+                         kernel.settings.token_expiration_min)
+        log.info("token authorization is on: send 'Authorization: Bearer <key>'",
+                 key_file=str(store.path))
+        return store
+
+    return kernel.stash.setdefault(KEYS, make)
+
+
+def enabled(kernel: Kernel) -> bool:
+    """Whether token authorization is on for this server."""
+    return not kernel.settings.disable_token_authorization
+
+
+@hookimpl
+def wfserve_startup(kernel: Kernel) -> None:
+    """Write the key file before the first request, as TorchServe does at start."""
+    if enabled(kernel):
+        keys_for(kernel)
+
+
+@hookimpl
+def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
+    """``/token`` on the management API."""
+    if enabled(kernel) and surface == "management":
+        from plugins.auth.middleware import TokenRotation
+
+        app.add_route("/token", TokenRotation(keys_for(kernel)))
+
+
+@hookimpl
+def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
+    """The token check, for apps serving the inference or management API."""
+    if not enabled(kernel) or not {"inference", "management"} & set(surfaces):
+        return None
+    from plugins.auth.middleware import TokenAuth
+
+    return [TokenAuth(keys_for(kernel))]

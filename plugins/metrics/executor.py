@@ -1,0 +1,144 @@
+"""An executor proxy that records every request's outcome, latency and node timings.
+
+Built by the metrics plugin's ``wfserve_make_executor`` wrapper around whatever executor the
+chosen plugin returned; everything else is delegated unchanged. The returned future resolves
+only after the request was recorded (and its ``Server-Timing`` observation filled).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kernel.contracts import NodeTiming
+from kernel.contracts import PredictResult
+from kernel.errors import NodeFailed
+from kernel.errors import Timeout
+from plugins.metrics.timing import Observation
+from plugins.metrics.timing import current
+
+if TYPE_CHECKING:
+    from kernel.contracts import Executor
+    from kernel.contracts import PredictRequest
+    from plugins.metrics.instruments import Metrics
+
+
+class _Linked(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A future that cancels the inner one when it is cancelled."""
+
+    def __init__(self, inner: concurrent.futures.Future[Any]) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def cancel(self) -> bool:
+        self.inner.cancel()
+        return super().cancel()
+
+
+class InstrumentedExecutor:
+    """Delegates to ``executor``; records each request in ``metrics``."""
+
+    def __init__(self, executor: Executor, workflow: str, version: str,
+                 metrics: Metrics) -> None:
+        self.inner = executor
+        self.workflow = workflow
+        self.version = version
+        self.metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
+        return self._watch(self.inner.submit(request), None)
+
+    def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
+        return self._watch(self.inner.submit_node(node, request), node)
+
+    def render(self, result: PredictResult) -> bytes:
+        return self.inner.render(result)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def scale(self, node: str, **kwargs: Any) -> None:
+        self.inner.scale(node, **kwargs)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.inner.close(timeout)
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def _watch(self, inner: concurrent.futures.Future[Any], node: str | None
+               ) -> concurrent.futures.Future[Any]:
+        started = time.monotonic()
+        observation = current()
+        outer = _Linked(inner)
+
+        def settle(done: concurrent.futures.Future[Any]) -> None:
+            try:
+                self._record(done, node, time.monotonic() - started, observation)
+            finally:
+                _forward(done, outer)
+
+        inner.add_done_callback(settle)
+        return outer
+
+    def _record(self, done: concurrent.futures.Future[Any], node: str | None, elapsed: float,
+                observation: Observation | None) -> None:
+        m, wf = self.metrics, self.workflow
+        if done.cancelled():
+            return
+        exc = done.exception()
+        m.requests.labels(wf).inc()
+        m.duration.labels(wf).observe(elapsed)
+        timings: list[NodeTiming] = []
+        if exc is None:
+            result = done.result()
+            if isinstance(result, PredictResult):
+                timings = list(result.timings)
+            elif node is not None:
+                timings = [NodeTiming(node, 0.0, elapsed)]
+        else:
+            m.errors.labels(wf, type(exc).__name__).inc()
+            self._record_failure(exc)
+        for t in timings:
+            m.node_queue.labels(wf, t.node).observe(t.queued)
+            if t.attempts > 1:
+                m.retries.labels(wf, t.node).inc(t.attempts - 1)
+            m.torchserve.add(f"{wf}__{t.node}", self.version, 1, t.run * 1e6, t.queued * 1e6)
+        if observation is not None:
+            observation.timings = timings
+            observation.total = elapsed
+
+    def _record_failure(self, exc: BaseException) -> None:
+        m, wf = self.metrics, self.workflow
+        if isinstance(exc, NodeFailed):
+            fields = exc.fields
+            failed = str(fields.get("node", ""))
+            attempts = int(fields.get("attempts", 1) or 1)
+            if attempts > 1:
+                m.retries.labels(wf, failed).inc(attempts - 1)
+            if str(fields.get("cause", "")).startswith("timed out"):
+                m.node_timeouts.labels(wf, failed).inc()
+        elif isinstance(exc, Timeout):
+            m.request_timeouts.labels(wf).inc()
+
+
+def _forward(done: concurrent.futures.Future[Any], outer: concurrent.futures.Future[Any]
+             ) -> None:
+    if done.cancelled():
+        outer.cancel()
+        return
+    try:
+        exc = done.exception()
+        if exc is None:
+            outer.set_result(done.result())
+        else:
+            outer.set_exception(exc)
+    except concurrent.futures.InvalidStateError:
+        pass  # NOTE: the caller cancelled the outer future first
