@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ from bench.procmon import tree
 from bench.procmon import tree_memory
 from bench.report import markdown
 from bench.report import plot
+from bench.servers import EchoFloor
 from bench.servers import Server
 from bench.servers import TorchServe
 from bench.servers import Wfserve
@@ -109,6 +111,31 @@ def bench_server(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def measure_floor(loads: Any, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """gunicorn's own per-request cost on this machine: a bare echo app, 1 and 32 clients."""
+    workdir = root / "floor"
+    workdir.mkdir()
+    floor = EchoFloor(loads.model_store, loads.workflow_store, workdir)
+    floor.start(PAYLOAD)
+    assert floor.pid is not None
+    out: dict[str, Any] = {}
+    try:
+        for clients in (1, 32):
+            cpu0 = cpu_seconds(tree(floor.pid))
+            result = run_load(floor.inference, "/", body=PAYLOAD, headers=JSON,
+                              concurrency=clients, duration=args.duration,
+                              max_requests=args.requests if clients == 1 else None,
+                              warmup=args.warmup)
+            out[f"echo_c{clients}"] = result.as_dict()
+            cpu = cpu_seconds(tree(floor.pid)) - cpu0
+            out[f"echo_c{clients}"]["server_cpu_ms_per_req"] = round(
+                cpu * 1000 / max(result.ok, 1), 3)
+            sys.stderr.write(f"   echo_c{clients:<7d} p50={result.p50:8.3f} rps={result.rps}\n")
+    finally:
+        floor.stop()
+    return out
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -153,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                                "$VENV or no java): wfserve alone was measured.")
         else:
             run["note"] = "No peer: wfserve alone (add --peer torchserve for the side by side)."
+        run["floor"] = measure_floor(loads, root, args)
         for kind in kinds:
             workdir = root / kind.name
             workdir.mkdir()
@@ -167,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         text += f"\n![latency and throughput per phase]({png.relative_to(HERE)})\n"
     base.with_suffix(".md").write_text(text)
     if args.record:
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + text)
+        recorded = text
+        if png:
+            shutil.copyfile(png, HERE / "RESULTS.png")
+            recorded = recorded.replace(str(png.relative_to(HERE)), "RESULTS.png")
+        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + recorded)
     sys.stdout.write(text + "\n")
     return 0
 

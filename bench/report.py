@@ -80,6 +80,19 @@ def summary_table(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def floor_table(run: dict[str, Any]) -> str:
+    floor = run.get("floor") or {}
+    if not floor:
+        return ""
+    lines = ["The floor, gunicorn alone (gthread, 1 worker, bare echo WSGI app, same run):", "",
+             "| phase | clients | p50 | p99 | rps | server CPU ms/req |",
+             "|---|---|---|---|---|---|"]
+    for name, p in floor.items():
+        lines.append(f"| {name} | {p['concurrency']} | {_fmt(p['p50'])} | {_fmt(p['p99'])} | "
+                     f"{_fmt(p['rps'])} | {_fmt(p.get('server_cpu_ms_per_req'))} |")
+    return "\n".join(lines)
+
+
 def markdown(run: dict[str, Any]) -> str:
     m = run["machine"]
     parts = [
@@ -93,6 +106,8 @@ def markdown(run: dict[str, Any]) -> str:
         summary_table(run),
         "",
         phase_table(run),
+        "",
+        floor_table(run),
         "",
     ]
     if run.get("note"):

@@ -149,3 +149,25 @@ class TorchServe(Server):
                        env=self.env, capture_output=True, timeout=120)
         if self.pid:
             wait_until(lambda: not Path(f"/proc/{self.pid}").exists(), 30)
+
+
+class EchoFloor(Server):
+    """gunicorn (gthread, 1 worker, wfserve's thread count and keep-alive) with a bare app."""
+
+    name = "echo-floor"
+
+    def start(self, payload: bytes) -> None:
+        from kernel.settings import Settings
+
+        log = open(self.workdir / "echo.log", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
+             "--threads", str(Settings().threads), "--keep-alive", "75",
+             "-b", f"127.0.0.1:{self.ports['inference']}", "bench.echo_app:app"],
+            cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT)
+        self.pid = self.process.pid
+        if not wait_until(lambda: _answers(f"{self.inference}/", payload), 60):
+            raise RuntimeError("the echo floor did not start")
+
+    def stop(self) -> None:
+        Wfserve.stop(self)  # type: ignore[arg-type]
