@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ import structlog
 
 from kernel.contracts import Archive
 from kernel.contracts import Workflow
+from kernel.downloads import Fetcher
+from kernel.downloads import discard
 from kernel.errors import BadRequest
 from kernel.errors import InvalidWorkflow
 from kernel.errors import ModelNotFound
@@ -40,13 +41,6 @@ log = structlog.get_logger(__name__)
 #: the archivers' name rule; also keeps names safe in URLs and file names
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 DRAIN_SECONDS = 30.0
-#: fetchers download into <store>/.downloads/<unique>/<file> so downloads never collide
-DOWNLOADS = ".downloads"
-
-
-def is_remote(url: str) -> bool:
-    """A URL with a scheme is downloaded into the store (and deleted on unregister)."""
-    return "://" in url
 
 
 def register_workflow(
@@ -175,7 +169,7 @@ def _load(
     workdir = Path(tempfile.mkdtemp(prefix="wfserve-"))
     downloaded: list[Path] = []
     fetched: dict[str, tuple[str, str]] = {}
-    fetch = _Fetcher(kernel, reuse, downloaded, fetched)
+    fetch = Fetcher(kernel, reuse, downloaded, fetched)
     try:
         war = fetch("", url, kernel.settings.workflow_store_path)
         archive = kernel.hooks.open_archive(war, workdir / "war")
@@ -202,42 +196,9 @@ def _load(
                     executor.close(timeout=0)
                 raise
     except BaseException:
-        _discard(workdir, downloaded)
+        discard(workdir, downloaded)
         raise
     return entry, old
-
-
-class _Fetcher:
-    """Fetch one URL, record downloads, reuse a snapshot's download when it still exists."""
-
-    __slots__ = ("downloaded", "fetched", "kernel", "reuse")
-
-    def __init__(self, kernel: Kernel, reuse: Mapping[str, Sequence[str]],
-                 downloaded: list[Path], fetched: dict[str, tuple[str, str]]) -> None:
-        self.kernel, self.reuse = kernel, reuse
-        self.downloaded, self.fetched = downloaded, fetched
-
-    def __call__(self, key: str, url: str, store: Path) -> Path:
-        if not is_remote(url):
-            return self.kernel.hooks.fetch(url, store)
-        path = self._reusable(key, url, store)
-        if path is None:
-            path = self.kernel.hooks.fetch(url, store)
-        self.downloaded.append(path)
-        self.fetched[key] = (url, str(path))
-        return path
-
-    def _reusable(self, key: str, url: str, store: Path) -> Path | None:
-        old = self.reuse.get(key)
-        if old is None or len(old) != 2 or old[0] != url:
-            return None
-        path = Path(old[1])
-        downloads = (store / DOWNLOADS).resolve()
-        try:
-            inside = path.resolve().parent.parent == downloads
-        except OSError:
-            return None
-        return path if inside and path.exists() else None
 
 
 def _workflow_name(archive: Archive, override: str | None) -> str:
@@ -252,7 +213,7 @@ def _workflow_name(archive: Archive, override: str | None) -> str:
 
 
 def _build(
-    kernel: Kernel, name: str, url: str, archive: Archive, workdir: Path, fetch: _Fetcher
+    kernel: Kernel, name: str, url: str, archive: Archive, workdir: Path, fetch: Fetcher
 ) -> Workflow:
     if not archive.spec_file:
         raise InvalidWorkflow("Workflow spec file is not defined.", workflow=name)
@@ -280,7 +241,7 @@ def _build(
                     node_archives=node_archives, downloaded=fetch.downloaded, workdir=workdir)
 
 
-def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, fetch: _Fetcher) -> Archive:
+def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, fetch: Fetcher) -> Archive:
     assert node.url is not None
     path = fetch(node.name, node.url, kernel.settings.model_store_path)
     archive = kernel.hooks.open_archive(path, workdir / "models" / node.name)
@@ -295,19 +256,4 @@ def _free(entry: Registered, drain: float, *, keep_downloads: bool) -> None:
         entry.executor.close(timeout=drain)
     finally:
         workflow = entry.workflow
-        _discard(workflow.workdir, [] if keep_downloads else workflow.downloaded)
-
-
-def _discard(workdir: Path | None, downloaded: list[Path]) -> None:
-    for path in downloaded:
-        try:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            if path.parent.parent.name == DOWNLOADS:  # the download's own unique folder
-                path.parent.rmdir()
-        except OSError as exc:
-            log.warning("could not delete a downloaded archive", path=str(path), error=str(exc))
-    if workdir is not None:
-        shutil.rmtree(workdir, ignore_errors=True)
+        discard(workflow.workdir, [] if keep_downloads else workflow.downloaded)
