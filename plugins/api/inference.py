@@ -33,10 +33,18 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if req.content_length is not None and req.content_length > limit:
         raise TooLarge(f"Request body of {req.content_length} bytes exceeds max_request_size "
                        f"({limit})", limit=limit)
-    data = req.bounded_stream.read(limit + 1)
-    if len(data) > limit:
+    # NOTE: a chunked body's read(n) may return less than n: read until EOF or past the limit
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = req.bounded_stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
         raise TooLarge(f"Request body exceeds max_request_size ({limit})", limit=limit)
-    return data
+    return b"".join(chunks)
 
 
 class _Predicting:
