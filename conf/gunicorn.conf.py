@@ -6,5 +6,6 @@ keepalive = 75           # seconds an idle keep-alive connection stays open (loa
 max_requests = 0         # never recycle the worker: it holds the loaded models
 limit_request_line = 8190
 limit_request_fields = 100
+limit_request_field_size = 8190  # bytes per header line; larger ones get 400 before any code
 proc_name = "wfserve"
 control_socket_disable = True  # wfserve stop/scale go through the management API, not gunicornc

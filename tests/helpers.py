@@ -29,9 +29,12 @@ def unused_port() -> int:
 class WfserveServer:
     """One server process; use as a context manager."""
 
-    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None,
+                 auth: bool = False) -> None:
+        """``auth=False`` (the default) passes ``--disable-token-auth``, as TorchServe's own
+        workflow tests do; with ``auth=True`` the keys are in ``workdir / "key_file.json"``."""
         self.workdir = workdir
-        self.args = list(args)
+        self.args = list(args) if auth else ["--disable-token-auth", *args]
         self.env = {**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", "WFSERVE_EXAMPLE": "0",
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -93,6 +96,16 @@ class WfserveServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
         return self.process.returncode
+
+    def key(self, kind: str) -> str:
+        """A key from the server's key file (``management``, ``inference`` or ``API``)."""
+        import json
+
+        return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
+
+    def bearer(self, kind: str) -> dict[str, str]:
+        """``{"Authorization": "Bearer <key>"}`` for ``kind``."""
+        return {"Authorization": f"Bearer {self.key(kind)}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

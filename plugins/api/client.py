@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -30,8 +31,14 @@ def _base(args: argparse.Namespace, settings: Settings, surface: str) -> str:
     return address.rstrip("/")
 
 
-def _headers(args: argparse.Namespace) -> dict[str, str]:
+def _headers(args: argparse.Namespace, settings: Settings | None = None,
+             surface: str = "") -> dict[str, str]:
+    """``Authorization: Bearer``: ``--token``, else the surface's key from the key file."""
     token = getattr(args, "token", None)
+    if not token and settings is not None and surface:
+        from plugins.auth.keys import read_key
+
+        token = read_key(Path(settings.key_file), surface)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -47,11 +54,12 @@ def _show(response: httpx.Response) -> int:
     return 1
 
 
-def _call(method: str, url: str, args: argparse.Namespace, **kwargs: Any) -> int:
+def _call(method: str, url: str, args: argparse.Namespace, *, settings: Settings | None = None,
+          surface: str = "", **kwargs: Any) -> int:
     try:
         with httpx.Client(timeout=TIMEOUT) as client:
-            response = client.request(method, url, headers=_headers(args) | kwargs.pop(
-                "headers", {}), **kwargs)
+            response = client.request(method, url, headers=_headers(
+                args, settings, surface) | kwargs.pop("headers", {}), **kwargs)
     except httpx.HTTPError as exc:
         sys.stderr.write(f"wfserve: cannot reach {url}: {exc}\n")
         return 2
@@ -62,20 +70,24 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     params = {"url": args.archive_url}
     if args.name:
         params["workflow_name"] = args.name
-    return _call("POST", _base(args, settings, "management") + "/workflows", args, params=params)
+    return _call("POST", _base(args, settings, "management") + "/workflows", args, params=params,
+                 settings=settings, surface="management")
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return _call("GET", _base(args, settings, "management") + "/workflows", args,
-                 params={"limit": args.limit, "next_page_token": args.next_page_token})
+                 params={"limit": args.limit, "next_page_token": args.next_page_token},
+                 settings=settings, surface="management")
 
 
 def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
-    return _call("GET", f"{_base(args, settings, 'management')}/workflows/{args.name}", args)
+    return _call("GET", f"{_base(args, settings, 'management')}/workflows/{args.name}", args,
+                 settings=settings, surface="management")
 
 
 def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
-    return _call("DELETE", f"{_base(args, settings, 'management')}/workflows/{args.name}", args)
+    return _call("DELETE", f"{_base(args, settings, 'management')}/workflows/{args.name}", args,
+                 settings=settings, surface="management")
 
 
 def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,7 +102,7 @@ def cmd_predict(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     headers = {"Content-Type": args.content_type} if args.content_type else {}
     return _call("POST", f"{_base(args, settings, 'inference')}/wfpredict/{args.name}", args,
-                 content=data, headers=headers)
+                 content=data, headers=headers, settings=settings, surface="inference")
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -99,7 +111,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     def parser(name: str, help_text: str, func: Any, surface: str) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--url", help=f"{surface} API base URL (default: from the settings)")
-        p.add_argument("--token", help="token for 'Authorization: Bearer' (see key_file.json)")
+        p.add_argument("--token", help="token for 'Authorization: Bearer' (default: this "
+                       "surface's key from the key file, when it exists)")
         p.set_defaults(func=func)
         return p
 

@@ -33,11 +33,15 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if req.content_length is not None and req.content_length > limit:
         raise TooLarge(f"Request body of {req.content_length} bytes exceeds max_request_size "
                        f"({limit})", limit=limit)
-    # NOTE: a chunked body's read(n) may return less than n: read until EOF or past the limit
+    # NOTE: a chunked body has no Content-Length, so Falcon's bounded_stream reads nothing;
+    # the server marks such input terminated (PEP 3333 extension). read(n) may return less
+    # than n: read until EOF or past the limit.
+    chunked = req.content_length is None and req.env.get("wsgi.input_terminated")
+    stream = req.stream if chunked else req.bounded_stream
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
-        chunk = req.bounded_stream.read(limit + 1 - size)
+        chunk = stream.read(limit + 1 - size)
         if not chunk:
             break
         chunks.append(chunk)

@@ -24,6 +24,7 @@ from gunicorn.app.base import BaseApplication
 from kernel.errors import UsageError
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
+from plugins.api.worker import worker_class
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -91,7 +92,7 @@ class WfserveApplication(BaseApplication):
         settings = self.kernel.settings
         self.cfg.set("bind", self.binds)
         self.cfg.set("workers", 1)
-        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("worker_class", worker_class(settings.request_read_timeout))
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
         self.cfg.set("worker_exit", self._worker_exit)

@@ -185,8 +185,10 @@ def test_serve_in_the_background_with_the_example_then_stop(tmp_path):
         r = wfserve("serve", env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr + (tmp_path / ".wfserve" / "wfserve.log").read_text()
         assert "wfserve is serving" in r.stdout
+        key = json.loads((tmp_path / "key_file.json").read_text())["inference"]["key"]
         answer = httpx.post(f"http://127.0.0.1:{ports['INFERENCE']}/wfpredict/example",
-                            json={"input": [5.1, 3.5, 1.4, 0.2]}, timeout=30).json()
+                            json={"input": [5.1, 3.5, 1.4, 0.2]}, timeout=30,
+                            headers={"Authorization": f"Bearer {key}"}).json()
         assert answer["label"] in answer["probabilities"]
         assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
         assert wfserve("serve", env=env, cwd=tmp_path).returncode == 1  # already running
