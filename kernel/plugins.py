@@ -58,6 +58,7 @@ BUILTIN: tuple[str, ...] = (
     "plugins.snapshot",
     "plugins.batching",
     "plugins.executors.threaded",
+    "plugins.executors.ray",
     "plugins.example",
 )
 

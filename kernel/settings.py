@@ -112,7 +112,14 @@ class Settings:
     example: bool = setting(
         True, "Build (first start) and register the bundled 'example' workflow at start-up."
     )
-    executor: str = setting("threaded", "Executor plugin that runs workflows.")
+    executor: str = setting("threaded", "Executor plugin that runs workflows (threaded, ray).")
+    ray_address: str = setting(
+        "local", "executor ray: the cluster to use: local (start one in this process), auto "
+        "(the running cluster on this machine), or ray://host:port."
+    )
+    ray_num_cpus: int = setting(
+        0, "executor ray, address local: CPUs the local Ray cluster may use (0: all)."
+    )
     snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
     snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")
     snapshot_keep: int = setting(5, "Newest snapshot files kept in snapshot_dir (at least 1).")

@@ -1,0 +1,51 @@
+"""The Ray executor plugin: ``executor: ray`` runs every workflow on a Ray cluster.
+
+Same ``.war``, same spec, same REST API: each DAG node becomes a pool of Ray actors
+(``max-workers`` of them, each loading the node's handler once from the archive shipped
+through the object store), fed whole batches by the node's usual batcher; outputs pass
+between nodes as object-store references. A model may add placement that TorchServe ignores::
+
+    m1:
+      url: m1.mar
+      ray: {num_cpus: 1, num_gpus: 1, resources: {gpu_node: 1}}
+
+Settings: ``executor: ray``, ``ray_address`` (``local`` | ``auto`` | ``ray://host:port``),
+``ray_num_cpus`` (local only), and ``plugins: {ray: {init: {...}, start_timeout_s: 300}}``.
+Needs the ``ray`` extra (``pip install 'wfserve[ray]'``); without it choosing this executor is
+a ``UsageError`` naming the extra. Importing this module does not import Ray.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kernel import hookimpl
+from kernel.contracts import Executor
+from kernel.contracts import Workflow
+from kernel.settings import Settings
+from plugins.executors.ray import cluster
+
+if TYPE_CHECKING:
+    from kernel.core import Kernel
+
+__all__ = ["wfserve_make_executor", "wfserve_shutdown"]
+
+
+@hookimpl(trylast=True)
+def wfserve_make_executor(
+    workflow: Workflow, settings: Settings, kernel: Kernel
+) -> Executor | None:
+    """The Ray executor when ``settings.executor`` is ray; raises ``UsageError`` naming the
+    ``ray`` extra when Ray is not installed."""
+    if settings.executor != "ray":
+        return None
+    cluster.require_ray()
+    from plugins.executors.ray.executor import RayExecutor
+
+    return RayExecutor(workflow, settings, kernel)
+
+
+@hookimpl(trylast=True)
+def wfserve_shutdown(kernel: Kernel) -> None:
+    """Disconnect from Ray after the workflows were drained (if this process connected)."""
+    cluster.disconnect()

@@ -1,0 +1,175 @@
+"""The Ray actor behind one worker of one node, and how an archive travels to it.
+
+An archive folder is zipped in memory once per workflow (:func:`pack_archive`), put in Ray's
+object store by the driver, and unzipped by each actor into its own temporary folder
+(:func:`unpack_archive`): no shared disk is assumed. The actor then loads the node's handler
+once with :func:`plugins.handlers.load_handler` (the built-in loader: handler plugins of the
+driver's process are not consulted on the cluster).
+
+:class:`NodeActor` is a plain class; :func:`remote_class` wraps it with ``ray.remote`` on
+first use, so importing this module does not import Ray.
+
+``run`` returns ``1 + len(batch)`` values (the caller asks for ``num_returns``): a small status
+record first, then one output per row. The status is all the driver fetches; the outputs stay
+in Ray's object store and are handed to child nodes by reference. Rows may hold such
+references (a parent's output): the actor resolves them itself, from the object store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from kernel.contracts import Archive
+from kernel.contracts import LoadContext
+from kernel.contracts import RowMeta
+from kernel.spec import NodeSpec
+
+_REMOTE: Any = None
+
+
+def pack_archive(root: Path) -> bytes:
+    """The files under ``root`` as an in-memory zip (stored, not compressed: models are dense)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(root).as_posix())
+    return buffer.getvalue()
+
+
+def unpack_archive(data: bytes, archive: Archive, prefix: str) -> Archive:
+    """Unzip ``data`` into a new temporary folder; ``archive`` with ``root`` pointing there."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    with zipfile.ZipFile(io.BytesIO(data)) as packed:
+        for info in packed.infolist():
+            target = (root / info.filename).resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise ValueError(f"archive entry {info.filename!r} leaves its folder")
+        packed.extractall(root)
+    return dataclasses.replace(archive, root=root)
+
+
+class NodeActor:
+    """One worker of one node, in a Ray actor process: a handler loaded once, run per batch.
+
+    :param node: the node's spec.
+    :param archive: the archive its handler comes from (its ``root`` is the driver's folder).
+    :param packed: the archive folder as :func:`pack_archive` made it (Ray resolves the
+        object-store reference before the constructor runs).
+    :param context: the driver's load context; ``model_dir`` and ``gpu_id`` are replaced by
+        this actor's own.
+    :param typed: typed mode: outputs pass on as objects; otherwise each is turned into the
+        bytes TorchServe would pass on.
+    """
+
+    def __init__(self, node: NodeSpec, archive: Archive, packed: bytes, context: LoadContext,
+                 typed: bool) -> None:
+        from plugins.handlers import load_handler
+
+        local = unpack_archive(packed, archive, f"wfserve-ray-{node.name}-")
+        self.folder = local.root
+        gpu_id = _gpu_id()
+        context = dataclasses.replace(context, model_dir=local.root, gpu_id=gpu_id)
+        self.name = node.name
+        self.typed = typed
+        self.handler = load_handler(node, local, context)
+
+    def ready(self) -> dict[str, Any]:
+        """Where this actor runs: ``{"node_id", "pid"}`` (its handler is loaded by now)."""
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def run(self, rows: list[dict[str, Any]], meta: list[RowMeta]) -> tuple[Any, ...]:
+        """Run one batch: ``(status, output_0, ..., output_n-1)``.
+
+        ``status`` is ``{"error": None | str, "run": seconds}``; a handler that raises, or
+        returns other than one output per row, gives an error status and ``None`` outputs.
+        """
+        started = time.perf_counter()
+        try:
+            rows = _resolve(rows)
+            outputs = self.handler(rows, meta)
+            if not isinstance(outputs, list | tuple):
+                raise TypeError(f"handler returned {type(outputs).__name__}, expected a list")
+            if len(outputs) != len(rows):
+                raise TypeError(f"handler returned {len(outputs)} outputs for a batch of "
+                                f"{len(rows)}")
+            if not self.typed:
+                from plugins.executors.response import to_bytes
+
+                outputs = [to_bytes(o) for o in outputs]
+            error = None
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            outputs = [None] * len(rows)
+        return ({"error": error, "run": time.perf_counter() - started}, *outputs)
+
+    def __del__(self) -> None:
+        shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)
+
+
+def _resolve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with every object-store reference among their values replaced by its value."""
+    import ray
+
+    wanted = [(i, key) for i, row in enumerate(rows) for key, value in row.items()
+              if isinstance(value, ray.ObjectRef)]
+    if not wanted:
+        return rows
+    values = ray.get([rows[i][key] for i, key in wanted])
+    rows = [dict(row) for row in rows]
+    for (i, key), value in zip(wanted, values, strict=True):
+        rows[i][key] = value
+    return rows
+
+
+def _gpu_id() -> int | None:
+    import ray
+
+    ids = ray.get_gpu_ids()
+    return 0 if ids else None  # Ray sets CUDA_VISIBLE_DEVICES: the actor's GPU is device 0
+
+
+def remote_class() -> Any:
+    """``ray.remote(NodeActor)``, made once (imports Ray)."""
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+
+        _REMOTE = ray.remote(NodeActor)
+    return _REMOTE
+
+
+def actor_options(node: NodeSpec) -> dict[str, Any]:
+    """Ray actor options for ``node``: its spec's ``ray:`` placement (num_cpus, num_gpus,
+    memory, resources), with restarts off (the executor replaces dead actors itself).
+
+    :raises ValueError: an unknown key or a value of the wrong type under ``ray:``.
+    """
+    placement = dict(node.extensions.get("ray", {}))
+    options: dict[str, Any] = {"max_restarts": 0, "max_task_retries": 0}
+    for key, value in placement.items():
+        if key in ("num_cpus", "num_gpus", "memory"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"ray.{key} must be a number >= 0, got {value!r}")
+            options[key] = value
+        elif key == "resources":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+            ):
+                raise ValueError(f"ray.resources must map names to numbers, got {value!r}")
+            options["resources"] = {str(k): float(v) for k, v in value.items()}
+        else:
+            raise ValueError(
+                f"unknown key ray.{key} (known: num_cpus, num_gpus, memory, resources)"
+            )
+    return options
