@@ -1,0 +1,62 @@
+"""``--executor ray``: the same archives and REST API on a real local Ray cluster (2 CPUs),
+answering exactly what the threaded executor answers."""
+
+import concurrent.futures
+import json
+import shutil
+
+import httpx
+import pytest
+
+from tests.archives import SAMPLE
+from tests.helpers import WfserveServer
+
+pytestmark = pytest.mark.integration
+JSON = {"Content-Type": "application/json"}
+INPUTS = [SAMPLE, [1.0, -2.0, 0.5, 3.25], *([i / 10, 0.2, -i / 7, 1.0] for i in range(22))]
+
+
+@pytest.fixture(scope="module")
+def stores(peer_stores, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray_stores")
+    shutil.copytree(peer_stores.model_store, root / "model_store")
+    shutil.copytree(peer_stores.workflow_store, root / "wf_store")
+    return root
+
+
+def serve(stores, workdir, *args):
+    workdir.mkdir()
+    return WfserveServer(workdir, "--model-store", str(stores / "model_store"),
+                         "--workflow-store", str(stores / "wf_store"), "--no-snapshot",
+                         "--workflows", "seq_wf.war", "par=par_wf.war", *args)
+
+
+def answers(server):
+    """Every input to both workflows, 8 clients at a time: ``{(workflow, x): (status, body)}``."""
+
+    def one(job):
+        name, x = job
+        r = httpx.post(f"{server.inference}/wfpredict/{name}",
+                       content=json.dumps({"input": x}).encode(), headers=JSON, timeout=60)
+        return job[0], tuple(x), r.status_code, r.content
+
+    jobs = [(name, x) for name in ("seq_wf", "par") for x in INPUTS]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return {(n, x): (status, body) for n, x, status, body in pool.map(one, jobs)}
+
+
+def test_ray_executor_answers_as_the_threaded_one_over_http(stores, tmp_path):
+    with serve(stores, tmp_path / "threaded") as threaded:
+        reference = answers(threaded)
+    assert len(reference) == 48
+    assert all(status == 200 for status, _ in reference.values())
+    with serve(stores, tmp_path / "ray", "--executor", "ray", "--ray-num-cpus", "2") as ray_srv:
+        assert answers(ray_srv) == reference
+        described = httpx.get(f"{ray_srv.management}/workflows/seq_wf", timeout=30)
+        assert described.status_code == 200, described.text
+        nodes = described.json()[0]["nodes"]
+        assert list(nodes) == ["pre", "m1", "m2", "post"]
+        assert [w["status"] for n in nodes.values() for w in n["workers"]] == ["READY"] * 4
+    log = ray_srv.log()
+    assert "connecting to Ray" in log
+    assert "SIGTERM received" not in log  # the server's graceful stop stayed in charge
