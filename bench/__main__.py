@@ -3,6 +3,7 @@
     python -m bench                      # wfserve only (says so)
     python -m bench --peer torchserve    # both servers, same archives, same matrix, one run
     python -m bench --quick              # a short smoke run (3 s phases, 100 requests)
+    python -m bench --ray                # executor ray vs threaded vs Ray Serve (ray_bench.py)
 
 Writes ``bench/results/<timestamp>.json``, ``.md`` and ``.png``; ``--record`` also writes the
 Markdown to ``bench/RESULTS.md``. Everything targets 127.0.0.1 and every phase is bounded in
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s phases, 100 requests")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--record", action="store_true", help="also write bench/RESULTS.md")
+    parser.add_argument("--ray", action="store_true",
+                        help="the Ray executor against threaded and Ray Serve (needs ray[serve])")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.requests = 3.0, 100
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     run: dict[str, Any] = {"started": started, "machine": machine(),
                            "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
                            "servers": {}}
+    if args.ray:
+        return ray_main(args, run)
     with tempfile.TemporaryDirectory(prefix="wfserve-bench-") as tmp:
         root = Path(tmp)
         sys.stderr.write("building archives with the official archivers...\n")
@@ -200,6 +205,26 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(png, HERE / "RESULTS.png")
             recorded = recorded.replace(str(png.relative_to(HERE)), "RESULTS.png")
         (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + recorded)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def ray_main(args: argparse.Namespace, run: dict[str, Any]) -> int:
+    """``--ray``: :mod:`bench.ray_bench`, its own JSON and its own RESULTS.md section."""
+    from bench import ray_bench
+
+    with tempfile.TemporaryDirectory(prefix="wfserve-bench-ray-") as tmp:
+        root = Path(tmp)
+        sys.stderr.write("building archives with the official archivers...\n")
+        loads = build_workloads(root / "stores")
+        run.update(ray_bench.run(loads, root, args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    base = args.out / f"{run['started']}-ray"
+    base.with_suffix(".json").write_text(json.dumps(run, indent=2))
+    text = ray_bench.markdown(run, run["machine"], run["command"])
+    base.with_suffix(".md").write_text(text)
+    if args.record:
+        ray_bench.record(text, HERE / "RESULTS.md")
     sys.stdout.write(text + "\n")
     return 0
 

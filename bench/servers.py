@@ -74,6 +74,7 @@ class Server:
 
 class Wfserve(Server):
     name = "wfserve"
+    extra: tuple[str, ...] = ()  # more command-line settings (the executor)
 
     def start(self, payload: bytes) -> None:
         log = open(self.workdir / "wfserve.log", "ab")  # noqa: SIM115 - lives with the process
@@ -84,7 +85,7 @@ class Wfserve(Server):
              "--metrics-address", f"http://127.0.0.1:{self.ports['metrics']}",
              "--model-store", str(self.model_store), "--workflow-store", str(self.workflow_store),
              "--run-dir", str(self.workdir / "run"), "--no-example", "--disable-token-auth",
-             "--workflows", *(f"{w}.war" for w in START_WORKFLOWS)],
+             *self.extra, "--workflows", *(f"{w}.war" for w in START_WORKFLOWS)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
         self.pid = self.process.pid
@@ -97,6 +98,13 @@ class Wfserve(Server):
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+
+
+class WfserveRay(Wfserve):
+    """wfserve with ``executor: ray`` on a local Ray cluster of 2 CPUs."""
+
+    name = "wfserve-ray"
+    extra = ("--executor", "ray", "--ray-num-cpus", "2", "--no-snapshot")
 
 
 class TorchServe(Server):
