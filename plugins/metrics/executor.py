@@ -1,8 +1,9 @@
 """An executor proxy that records every request's outcome, latency and node timings.
 
 Built by the metrics plugin's ``wfserve_make_executor`` wrapper around whatever executor the
-chosen plugin returned; everything else is delegated unchanged. The returned future resolves
-only after the request was recorded (and its ``Server-Timing`` observation filled).
+chosen plugin returned; everything else is delegated unchanged. Recording happens in a
+callback of the executor's own future; ``render`` (on the request thread) fills the request's
+``Server-Timing`` observation.
 """
 
 from __future__ import annotations
@@ -16,25 +17,12 @@ from kernel.contracts import NodeTiming
 from kernel.contracts import PredictResult
 from kernel.errors import NodeFailed
 from kernel.errors import Timeout
-from plugins.metrics.timing import Observation
 from plugins.metrics.timing import current
 
 if TYPE_CHECKING:
     from kernel.contracts import Executor
     from kernel.contracts import PredictRequest
     from plugins.metrics.instruments import Metrics
-
-
-class _Linked(concurrent.futures.Future):  # type: ignore[type-arg]
-    """A future that cancels the inner one when it is cancelled."""
-
-    def __init__(self, inner: concurrent.futures.Future[Any]) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def cancel(self) -> bool:
-        self.inner.cancel()
-        return super().cancel()
 
 
 class InstrumentedExecutor:
@@ -60,6 +48,11 @@ class InstrumentedExecutor:
         return self._watch(self.inner.submit_node(node, request), node)
 
     def render(self, result: PredictResult) -> bytes:
+        """Render, and fill this request's ``Server-Timing`` observation (request thread)."""
+        observation = current()
+        if observation is not None and observation.started is not None:
+            observation.timings = list(result.timings)
+            observation.total = time.monotonic() - observation.started
         return self.inner.render(result)
 
     def describe(self) -> dict[str, Any]:
@@ -75,27 +68,27 @@ class InstrumentedExecutor:
 
     def _watch(self, inner: concurrent.futures.Future[Any], node: str | None
                ) -> concurrent.futures.Future[Any]:
+        """Record the request when it settles, on the thread that settles it.
+
+        PERF: a callback on the executor's own future, not a second future to forward through;
+        ``Server-Timing`` is filled by :meth:`render` on the request thread instead.
+        """
         started = time.monotonic()
         observation = current()
-        outer = _Linked(inner)
+        if observation is not None:
+            observation.started = started
+        inner.add_done_callback(
+            lambda done: self._record(done, node, time.monotonic() - started))
+        return inner
 
-        def settle(done: concurrent.futures.Future[Any]) -> None:
-            try:
-                self._record(done, node, time.monotonic() - started, observation)
-            finally:
-                _forward(done, outer)
-
-        inner.add_done_callback(settle)
-        return outer
-
-    def _record(self, done: concurrent.futures.Future[Any], node: str | None, elapsed: float,
-                observation: Observation | None) -> None:
+    def _record(self, done: concurrent.futures.Future[Any], node: str | None,
+                elapsed: float) -> None:
         m, wf = self.metrics, self.workflow
         if done.cancelled():
             return
         exc = done.exception()
-        m.requests.labels(wf).inc()
-        m.duration.labels(wf).observe(elapsed)
+        m.child(m.requests, wf).inc()
+        m.child(m.duration, wf).observe(elapsed)
         timings: list[NodeTiming] = []
         if exc is None:
             result = done.result()
@@ -107,13 +100,10 @@ class InstrumentedExecutor:
             m.errors.labels(wf, type(exc).__name__).inc()
             self._record_failure(exc)
         for t in timings:
-            m.node_queue.labels(wf, t.node).observe(t.queued)
+            m.child(m.node_queue, wf, t.node).observe(t.queued)
             if t.attempts > 1:
-                m.retries.labels(wf, t.node).inc(t.attempts - 1)
+                m.child(m.retries, wf, t.node).inc(t.attempts - 1)
             m.torchserve.add(f"{wf}__{t.node}", self.version, 1, t.run * 1e6, t.queued * 1e6)
-        if observation is not None:
-            observation.timings = timings
-            observation.total = elapsed
 
     def _record_failure(self, exc: BaseException) -> None:
         m, wf = self.metrics, self.workflow

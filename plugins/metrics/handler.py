@@ -46,16 +46,19 @@ class InstrumentedHandler:
             context["request_id"] = ids[0]
         else:
             context["request_ids"] = ids
+        # PERF: bind/reset directly; the bound_contextvars context manager costs twice as much
+        tokens = structlog.contextvars.bind_contextvars(**context)
         started = time.monotonic()
         try:
-            with structlog.contextvars.bound_contextvars(**context):
-                return self.handler(batch, meta)
+            return self.handler(batch, meta)
         except BaseException as exc:
-            self.metrics.node_errors.labels(workflow, node, type(exc).__name__).inc()
+            self.metrics.child(self.metrics.node_errors, workflow, node,
+                               type(exc).__name__).inc()
             raise
         finally:
             self.duration.observe(time.monotonic() - started)
             self.batch_size.observe(len(batch))
             self.rows.inc(len(batch))
+            structlog.contextvars.reset_contextvars(**tokens)
 
 

@@ -138,8 +138,17 @@ class Metrics:
                                         registry=r)
         self.http = Counter("wfserve_http_requests", "HTTP answers by surface and status class.",
                             ("surface", "status"), registry=r)
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.torchserve = TorchServeCounters()
         r.register(self.torchserve)
         r.register(LiveState(describe_all))
         ProcessCollector(registry=r)
         GCCollector(registry=r)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached (PERF: ``labels()`` validates and locks per call)."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

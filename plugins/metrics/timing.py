@@ -1,8 +1,8 @@
 """Per-request timings for the ``Server-Timing`` response header.
 
 :class:`ServerTiming` (inference middleware) opens an :class:`Observation` per request in a
-context variable; the instrumented executor, called from the request thread, fills it when the
-request's future settles (before the future is resolved, so the responder never races it).
+context variable; the instrumented executor fills it in ``render``, which the responder calls
+on the request thread, so the header never races the executor's threads.
 The header lists every node that ran, its queue wait, and the total, in milliseconds::
 
     Server-Timing: pre;dur=0.41, pre-queue;dur=0.02, m1;dur=1.30, ..., total;dur=2.10
@@ -29,6 +29,7 @@ class Observation:
 
     timings: list[NodeTiming] = field(default_factory=list)
     total: float | None = None
+    started: float | None = None
 
 
 _current: contextvars.ContextVar[Observation | None] = contextvars.ContextVar(
