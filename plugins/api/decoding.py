@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from kernel.errors import BadRequest
+from plugins.serializers.pretty_json import dumps_indent2
 
 Decoder = Callable[[str, bytes], Any]
 
@@ -81,4 +81,4 @@ def _multipart(content_type: str, body: bytes, decode: Decoder) -> dict[str, Any
 
 def json_pretty(obj: Any) -> bytes:
     """TorchServe's status bodies: 2-space indented JSON and a trailing newline."""
-    return (json.dumps(obj, indent=2) + "\n").encode()
+    return (dumps_indent2(obj) + "\n").encode()

@@ -7,13 +7,13 @@ logged with its traceback and answered 500 without it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 import structlog
 
 from kernel import errors
+from plugins.serializers.pretty_json import dumps_indent2
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ def status_of(exc: errors.WfserveError) -> int:
 
 def error_body(code: int, type_: str, message: str) -> bytes:
     """TorchServe's error body: ``{"code", "type", "message"}`` pretty-printed."""
-    return (json.dumps({"code": code, "type": type_, "message": message}, indent=2) + "\n").encode()
+    return (dumps_indent2({"code": code, "type": type_, "message": message}) + "\n").encode()
 
 
 def _answer(resp: falcon.Response, code: int, type_: str, message: str) -> None:
