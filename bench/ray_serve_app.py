@@ -26,7 +26,7 @@ def _functions():
     return module
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Step:
     """One function node (pre, post or aggregate): JSON bytes in, JSON bytes out."""
 
@@ -37,7 +37,7 @@ class Step:
         return json.dumps(self.fn([row], None)[0]).encode()
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Model:
     """One TorchScript model, as model_handler.py runs it."""
 
@@ -55,7 +55,7 @@ class Model:
         return json.dumps({"output": [round(v, 6) for v in ys[0].tolist()]}).encode()
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Seq:
     """pre -> m1 -> m2 -> post; responses passed on without awaiting (Serve's composition)."""
 
@@ -69,7 +69,7 @@ class Seq:
         return await self.post.remote({"body": y})
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Par:
     """pre -> [m1, m2] -> aggregate."""
 
@@ -83,7 +83,7 @@ class Par:
         return await self.aggregate.remote({"m1": await a, "m2": await b})
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Hop:
     """A pass-through step."""
 
@@ -91,7 +91,7 @@ class Hop:
         return body
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Chain:
     """N pass-through deployments in a row."""
 

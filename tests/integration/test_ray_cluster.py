@@ -138,8 +138,8 @@ def test_a_node_pinned_by_resource_runs_on_the_node_that_has_it(cluster, executo
 
 def test_a_killed_actor_is_replaced_without_a_failed_request(executor):
     before = worker(executor, "pinned")
-    future = executor.submit(PredictRequest({"body": json.dumps({"at": "pinned", "sleep": 1.0}).encode()}, {},
-                                            "k"))
+    body = json.dumps({"at": "pinned", "sleep": 1.0}).encode()
+    future = executor.submit(PredictRequest({"body": body}, {}, "k"))
     time.sleep(0.4)  # the first attempt is running on the actor
     os.kill(before["pid"], signal.SIGKILL)
     hops = json.loads(future.result(30).outputs["timed"])["hops"]

@@ -123,12 +123,11 @@ class Engine:
         )
         status_ref, outputs = refs[0], refs[1:]
         deadline = min(a.deadline for a in batch)
-        done, _ = ray.wait([status_ref], timeout=max(0.0, deadline - time.monotonic()))
-        if not done:
+        try:  # only the small status record comes back to this process
+            status = ray.get(status_ref, timeout=max(0.0, deadline - time.monotonic()))
+        except ray.exceptions.GetTimeoutError:
             self._timed_out(node, worker, batch, status_ref)
             return
-        try:
-            status = ray.get(status_ref)
         except ray.exceptions.RayError as exc:
             reason = f"actor died: {type(exc).__name__}"
             self.replace(node, worker, reason)
