@@ -65,7 +65,7 @@ class Seq:
     async def __call__(self, request) -> bytes:
         body = await request.body()
         x = self.pre.remote({"body": body})
-        y = self.m2.remote(self.m1.remote(x))
+        y = await self.m2.remote(self.m1.remote(x))  # only top-level responses are resolved
         return await self.post.remote({"body": y})
 
 
