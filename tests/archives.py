@@ -17,6 +17,7 @@ Main entry points:
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -55,9 +56,11 @@ def _run(cmd: list[str]) -> None:
 # --- models -------------------------------------------------------------------------------
 
 
+@functools.cache
 def tiny_models() -> dict[str, object]:
     """The peer's two models (``make_models.py``): m1 MLP 4->16->ReLU->4 (seed 0), m2 Linear 4->4
-    (seed 1); plus ``tiny`` (:mod:`tests.assets.tiny_model` ``TinyNet`` 4->8->3, seed 2)."""
+    (seed 1); plus ``tiny`` (:mod:`tests.assets.tiny_model` ``TinyNet`` 4->8->3, seed 2).
+    Built once per process (cached): callers only read them."""
     import torch
 
     torch.manual_seed(0)
