@@ -29,6 +29,7 @@ from kernel.contracts import PredictResult
 from kernel.errors import NodeFailed
 from kernel.errors import Timeout
 from kernel.errors import WfserveError
+from plugins.executors.common import advance
 from plugins.executors.ray.nodes import BUSY
 from plugins.executors.ray.nodes import READY
 from plugins.executors.ray.nodes import ActorWorker
@@ -175,25 +176,7 @@ class Engine:
     def _advance(self, req: Req, node: RayNode, ref: Any, timing: NodeTiming,
                  ready: Ready) -> bool:
         """Record ``node``'s output reference for ``req`` (under the lock); True when done."""
-        req.timings.append(timing)
-        if node.is_leaf or req.single:
-            req.outputs[node.name] = ref
-            req.leaves_left -= 1
-            if req.leaves_left == 0:
-                req.done = True
-                return True
-        for name in node.children:
-            child = self.nodes[name]
-            left = req.pending[name] - 1
-            req.pending[name] = left
-            if len(child.parents) == 1:
-                ready.append((req, child, {"body": ref}))
-                continue
-            gathered = req.inputs.setdefault(name, {})
-            gathered[node.name] = ref
-            if left == 0:
-                ready.append((req, child, {p: gathered[p] for p in child.parents}))
-        return False
+        return advance(req, node, ref, timing, self.nodes, ready)
 
     # --- settling requests -------------------------------------------------------------------
 

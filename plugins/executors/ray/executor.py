@@ -22,7 +22,6 @@ from kernel.contracts import LoadContext
 from kernel.contracts import PredictRequest
 from kernel.contracts import PredictResult
 from kernel.contracts import Workflow
-from kernel.errors import BadRequest
 from kernel.errors import ModelNotFound
 from kernel.errors import RegistrationFailed
 from kernel.errors import Unavailable
@@ -276,24 +275,7 @@ class RayExecutor:
         runtime = self.nodes.get(node)
         if runtime is None:
             raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
-        lo = runtime.min_workers if min_workers is None else min_workers
-        hi = max(runtime.max_workers, lo) if max_workers is None else max_workers
-        if lo > hi:
-            raise BadRequest(f"min_workers ({lo}) exceeds max_workers ({hi})", node=node)
-        for key, value in (("min_workers", lo), ("max_workers", hi), ("batch_size", batch_size)):
-            if value is not None and value < 1:
-                raise BadRequest(f"{key} must be at least 1, got {value}", node=node)
-        if max_batch_delay is not None and max_batch_delay < 0:
-            raise BadRequest(f"max_batch_delay must be >= 0, got {max_batch_delay}", node=node)
-        with runtime.lock:
-            runtime.min_workers, runtime.max_workers = lo, hi
-            if batch_size is not None:
-                runtime.batch_size = batch_size
-            if max_batch_delay is not None:
-                runtime.max_batch_delay = max_batch_delay
-        configure = getattr(runtime.batcher, "configure", None)
-        if configure is not None:
-            configure(batch_size=batch_size, max_batch_delay_ms=max_batch_delay)
+        runtime.apply_scale(min_workers, max_workers, batch_size, max_batch_delay)
         live = runtime.live()
         if len(live) < runtime.target:
             self._add_workers(runtime, runtime.target - len(live), wait=True)

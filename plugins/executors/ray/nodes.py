@@ -17,6 +17,7 @@ from kernel.contracts import NodeTiming
 from kernel.contracts import PredictRequest
 from kernel.contracts import RowMeta
 from kernel.spec import NodeSpec
+from plugins.executors.common import NodeBase
 
 STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
 _STATUS = {STARTING: "LOADING", READY: "READY", BUSY: "BUSY", DEAD: "UNRESPONSIVE"}
@@ -73,27 +74,13 @@ class ActorWorker:
         self.thread: threading.Thread | None = None
 
 
-class RayNode:
+class RayNode(NodeBase):
     """Live state of one DAG node: its config, batcher and actors."""
 
     def __init__(self, spec: NodeSpec, parents: list[str], children: list[str],
                  batcher: Batcher, options: dict[str, Any]) -> None:
-        cfg = spec.config
-        self.name = spec.name
-        self.spec = spec
-        self.parents = tuple(parents)
-        self.children = tuple(children)
-        self.is_leaf = not children
-        self.batcher = batcher
+        super().__init__(spec, parents, children, batcher)
         self.options = options
-        self.min_workers = cfg.min_workers
-        self.max_workers = cfg.max_workers
-        self.batch_size = cfg.batch_size
-        self.max_batch_delay = cfg.max_batch_delay
-        self.retry_attempts = cfg.retry_attempts
-        self.timeout_ms = cfg.timeout_ms
-        self.timeout = cfg.timeout_ms / 1000.0
-        self.lock = threading.Lock()
         self.workers: list[ActorWorker] = []
         self.replaced = 0
         self._indexes = itertools.count()

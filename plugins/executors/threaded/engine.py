@@ -27,6 +27,7 @@ from kernel.errors import NodeFailed
 from kernel.errors import Timeout
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
+from plugins.executors.common import advance
 from plugins.executors.response import SerializerLookup
 from plugins.executors.threaded.nodes import NodeRuntime
 from plugins.executors.threaded.nodes import Worker
@@ -202,25 +203,7 @@ class Engine:
         ready: list[tuple[Req, NodeRuntime, dict[str, Any]]],
     ) -> bool:
         """Record ``node``'s output for ``req`` (under the lock); True when req is complete."""
-        req.timings.append(timing)
-        if node.is_leaf or req.single:
-            req.outputs[node.name] = out
-            req.leaves_left -= 1
-            if req.leaves_left == 0:
-                req.done = True
-                return True
-        for name in node.children:
-            child = self.nodes[name]
-            left = req.pending[name] - 1
-            req.pending[name] = left
-            if len(child.parents) == 1:
-                ready.append((req, child, {"body": out}))
-                continue
-            gathered = req.inputs.setdefault(name, {})
-            gathered[node.name] = out
-            if left == 0:
-                ready.append((req, child, {p: gathered[p] for p in child.parents}))
-        return False
+        return advance(req, node, out, timing, self.nodes, ready)
 
     def _continue(
         self, ready: list[tuple[Req, NodeRuntime, dict[str, Any]]], here: bool

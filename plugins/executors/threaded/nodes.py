@@ -23,6 +23,7 @@ from typing import Any
 from kernel.contracts import Batcher
 from kernel.contracts import NodeHandler
 from kernel.spec import NodeSpec
+from plugins.executors.common import NodeBase
 
 if TYPE_CHECKING:
     from plugins.executors.threaded.state import Attempt
@@ -44,7 +45,7 @@ class Worker:
         self.on_collector = False  # whether the thread running it is a collector thread
 
 
-class NodeRuntime:
+class NodeRuntime(NodeBase):
     """Live state of one node; every mutable field is guarded by :attr:`lock`."""
 
     def __init__(
@@ -54,22 +55,8 @@ class NodeRuntime:
         children: list[str],
         batcher: Batcher,
     ) -> None:
-        cfg = spec.config
-        self.name = spec.name
-        self.spec = spec
-        self.parents = tuple(parents)
-        self.children = tuple(children)
-        self.is_leaf = not children
-        self.batcher = batcher
-        self.min_workers = cfg.min_workers
-        self.max_workers = cfg.max_workers
-        self.batch_size = cfg.batch_size
-        self.max_batch_delay = cfg.max_batch_delay
-        self.retry_attempts = cfg.retry_attempts
-        self.timeout_ms = cfg.timeout_ms
-        self.timeout = cfg.timeout_ms / 1000.0
-        self.inline = cfg.batch_size == 1
-        self.lock = threading.Lock()
+        super().__init__(spec, parents, children, batcher)
+        self.inline = self.batch_size == 1
         self.cond = threading.Condition(self.lock)
         self.workers: list[Worker] = []
         self.idle: list[Worker] = []
@@ -81,6 +68,13 @@ class NodeRuntime:
         self.threads: list[threading.Thread] = []
         #: attempts in dispatch order, hence in deadline order: the watchdog's to-do list
         self.timers: deque[Attempt] = deque()
+
+    def apply_scale(self, min_workers: int | None, max_workers: int | None,
+                    batch_size: int | None, max_batch_delay: int | None) -> None:
+        """As :meth:`NodeBase.apply_scale`; a batch-size-1 node also takes the inline path."""
+        super().apply_scale(min_workers, max_workers, batch_size, max_batch_delay)
+        with self.lock:
+            self.inline = self.batch_size == 1
 
     @property
     def target(self) -> int:
