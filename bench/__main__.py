@@ -31,6 +31,7 @@ from bench.procmon import tree
 from bench.procmon import tree_memory
 from bench.report import markdown
 from bench.report import plot
+from bench.report import record_section
 from bench.servers import EchoFloor
 from bench.servers import Server
 from bench.servers import TorchServe
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if png:
             shutil.copyfile(png, HERE / "RESULTS.png")
             recorded = recorded.replace(str(png.relative_to(HERE)), "RESULTS.png")
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + recorded)
+        record_section(HERE / "RESULTS.md", recorded)
     sys.stdout.write(text + "\n")
     return 0
 
@@ -224,7 +225,7 @@ def ray_main(args: argparse.Namespace, run: dict[str, Any]) -> int:
     text = ray_bench.markdown(run, run["machine"], run["command"])
     base.with_suffix(".md").write_text(text)
     if args.record:
-        ray_bench.record(text, HERE / "RESULTS.md")
+        record_section(HERE / "RESULTS.md", text)
     sys.stdout.write(text + "\n")
     return 0
 

@@ -159,14 +159,3 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def record(section: str, path: Path) -> None:
-    """Put ``section`` in ``path`` in place of an older "## Ray executor" section, else append:
-    other sections are kept as they are."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find("## Ray executor")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)

@@ -13,6 +13,23 @@ TARGETS = [
 ]
 
 
+MAIN_HEADING = "## The matrix: wfserve and TorchServe 0.12.0 side by side"
+
+
+def record_section(path: Path, section: str) -> None:
+    """Put ``section`` (starting with its ``## `` heading) into ``path`` in place of the section
+    with the same heading, else append it; every other section is kept as it is."""
+    heading = section.splitlines()[0]
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section.rstrip("\n") + "\n" + (text[end:] if end >= 0 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -96,7 +113,9 @@ def floor_table(run: dict[str, Any]) -> str:
 def markdown(run: dict[str, Any]) -> str:
     m = run["machine"]
     parts = [
-        f"## Run {run['started']}",
+        MAIN_HEADING,
+        "",
+        f"Run {run['started']}.",
         "",
         f"Machine: {m['cpu']} x{m['cores']}, {m['memory_gb']} GB RAM, {m['os']}; "
         f"Python {m['python']}, torch {m['torch']}; load generator on the same cores "

@@ -99,3 +99,16 @@ def test_report_renders_both_servers_with_ratios():
     text = markdown(run)
     assert "| seq_c1 | 1 |" in text
     assert "| 0.25 | 4.00 |" in text
+
+
+def test_record_section_replaces_only_its_own_section(tmp_path):
+    from bench.report import record_section
+
+    path = tmp_path / "RESULTS.md"
+    record_section(path, "## A\n\nfirst a\n")
+    record_section(path, "## B\n\nfirst b\n")
+    record_section(path, "## A\n\nsecond a\n")
+    text = path.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "second a" in text and "first a" not in text and "first b" in text
+    assert text.index("## A") < text.index("## B")
