@@ -74,7 +74,7 @@ def test_a_failing_node_fails_only_its_requests(make_server, kind, deadline):
     innocent = ("seq_wf", "par_wf") if kind == HANG else ("chaos_wf", "seq_wf", "par_wf")
     with Background(srv.inference, plans(innocent, 4), seconds=60,
                     timeout=CLIENT_TIMEOUT) as load:
-        for seed in range(ROUNDS):
+        for seed in range(2 if kind == HANG else ROUNDS):
             status, answer, took = send_fault(srv, kind, seed)
             assert (status, answer) == (500, NODE_FAILED)
             assert took < deadline, took

@@ -223,18 +223,33 @@ class ThreadedExecutor:
         """Change one node's workers or batching without dropping in-flight requests.
 
         New workers are loaded before this returns; surplus ones retire when idle. Returns the
-        node's new :meth:`describe` entry. Raises ``ModelNotFound`` or ``BadRequest``.
+        node's new :meth:`describe` entry. Raises ``ModelNotFound`` or ``BadRequest``, and
+        ``Unavailable`` when the workflow is closing (unregistered or replaced meanwhile).
         """
         runtime = self.nodes.get(node)
         if runtime is None:
             raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
+        self._refuse_if_closing()
         runtime.apply_scale(min_workers, max_workers, batch_size, max_batch_delay)
-        while len(runtime.workers) < runtime.target:
-            runtime.add(self._load_worker(runtime))
+        # NOTE: both loops re-check ``_closing``. A closing executor's collectors exit as soon
+        # as they start, so without it the second loop spins forever starting threads; and a
+        # closing workflow's files are being deleted, so loading a worker fails.
+        try:
+            while len(runtime.workers) < runtime.target and not self._closing:
+                runtime.add(self._load_worker(runtime))
+        except WfserveError:
+            self._refuse_if_closing()
+            raise
         runtime.retire_extra()
         while runtime.collectors - runtime.stuck_collectors < runtime.target:
+            self._refuse_if_closing()
             self._start_collector(runtime)
+        self._refuse_if_closing()
         return runtime.describe()
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise Unavailable(f"Workflow {self.name} is shutting down", workflow=self.name)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let in-flight ones finish within ``timeout``, fail the rest
