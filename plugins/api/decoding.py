@@ -15,11 +15,16 @@ from __future__ import annotations
 import email.parser
 import email.policy
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import parse_qsl
 
 from kernel.errors import BadRequest
+from kernel.errors import TooLarge
 from plugins.serializers.pretty_json import dumps_indent2
+
+if TYPE_CHECKING:
+    import falcon
 
 Decoder = Callable[[str, bytes], Any]
 
@@ -30,12 +35,14 @@ def media_type(content_type: str | None) -> str:
 
 
 def decode_value(content_type: str, data: bytes, decode: Decoder) -> Any:
-    """Decode one value by its content type; a value that does not parse is a 400."""
+    """Decode one value by its content type; a value that does not parse is a 400 (nesting
+    too deep for the decoder, ``RecursionError``, included: ``[[[[...`` is bad input, not a
+    server error)."""
     if not data:
         return data
     try:
         return decode(content_type, data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest(f"Cannot decode the {content_type} body: {exc}") from None
 
 
@@ -82,3 +89,32 @@ def _multipart(content_type: str, body: bytes, decode: Decoder) -> dict[str, Any
 def json_pretty(obj: Any) -> bytes:
     """TorchServe's status bodies: 2-space indented JSON and a trailing newline."""
     return (dumps_indent2(obj) + "\n").encode()
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The whole request body, refused with 413 past ``limit`` bytes (chunked bodies too);
+    a body that cannot be read to its end (the client broke off) is a 400."""
+    if req.content_length is not None and req.content_length > limit:
+        raise TooLarge(f"Request body of {req.content_length} bytes exceeds max_request_size "
+                       f"({limit})", limit=limit)
+    # NOTE: a chunked body has no Content-Length, so Falcon's bounded_stream reads nothing;
+    # the server marks such input terminated (PEP 3333 extension). read(n) may return less
+    # than n: read until EOF or past the limit.
+    chunked = req.content_length is None and req.env.get("wsgi.input_terminated")
+    stream = req.stream if chunked else req.bounded_stream
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        try:
+            chunk = stream.read(limit + 1 - size)
+        except Exception as exc:  # NOTE: the WSGI server's own errors (a chunked body cut
+            # midway, a read past the read timeout): the client's fault, not a server error
+            raise BadRequest(f"The request body could not be read: {type(exc).__name__}") \
+                from None
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise TooLarge(f"Request body exceeds max_request_size ({limit})", limit=limit)
+    return b"".join(chunks)

@@ -10,11 +10,11 @@ import falcon
 
 from kernel.contracts import PredictRequest
 from kernel.errors import Timeout
-from kernel.errors import TooLarge
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from plugins.api.decoding import build_row
 from plugins.api.decoding import json_pretty
+from plugins.api.decoding import read_body
 from plugins.api.management import find_node
 
 if TYPE_CHECKING:
@@ -26,29 +26,6 @@ if TYPE_CHECKING:
 GRACE = 1.0
 #: attempts of one request while versions are swapped under it
 SWAP_RETRIES = 3
-
-
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The whole request body, refused with 413 past ``limit`` bytes (chunked bodies too)."""
-    if req.content_length is not None and req.content_length > limit:
-        raise TooLarge(f"Request body of {req.content_length} bytes exceeds max_request_size "
-                       f"({limit})", limit=limit)
-    # NOTE: a chunked body has no Content-Length, so Falcon's bounded_stream reads nothing;
-    # the server marks such input terminated (PEP 3333 extension). read(n) may return less
-    # than n: read until EOF or past the limit.
-    chunked = req.content_length is None and req.env.get("wsgi.input_terminated")
-    stream = req.stream if chunked else req.bounded_stream
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = stream.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
-        raise TooLarge(f"Request body exceeds max_request_size ({limit})", limit=limit)
-    return b"".join(chunks)
 
 
 class _Predicting:

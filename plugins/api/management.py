@@ -19,6 +19,7 @@ from kernel.lifecycle import unregister_workflow
 from kernel.lifecycle import update_workflow
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import media_type
+from plugins.api.decoding import read_body
 
 #: TorchServe's 405 message (the same text as Falcon's own 405 answers)
 NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
@@ -57,7 +58,7 @@ class WorkflowCollection:
         self.kernel = kernel
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        params = self._register_params(req)
+        params = self._register_params(req, self.kernel.settings.max_request_size)
         entry = register_workflow(self.kernel, params.get("url"), params.get("workflow_name"),
                                   params.get("version") or None)
         _send(resp, {"status": f"Workflow {entry.name} has been registered and scaled "
@@ -75,13 +76,14 @@ class WorkflowCollection:
         _send(resp, body)
 
     @staticmethod
-    def _register_params(req: falcon.Request) -> dict[str, Any]:
-        """Query parameters, or a JSON body with the same keys (then the query is ignored)."""
+    def _register_params(req: falcon.Request, limit: int) -> dict[str, Any]:
+        """Query parameters, or a JSON body (at most ``limit`` bytes) with the same keys (then
+        the query is ignored)."""
         if media_type(req.content_type) == "application/json":
-            raw = req.bounded_stream.read()
+            raw = read_body(req, limit)
             try:
                 body = json.loads(raw or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BadRequest("The registration body is not valid JSON") from None
             if not isinstance(body, dict):
                 raise BadRequest("The registration body must be a JSON object")
