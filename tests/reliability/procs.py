@@ -55,3 +55,8 @@ def settle(pid: int, baseline: tuple[int, int], seconds: float = 15.0) -> tuple[
             break
         time.sleep(0.1)
     return now
+
+
+def within(now: tuple[int, int], baseline: tuple[int, int]) -> bool:
+    """No more threads and no more fds than ``baseline`` (each compared on its own)."""
+    return now[0] <= baseline[0] and now[1] <= baseline[1]

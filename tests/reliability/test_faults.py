@@ -16,6 +16,7 @@ from bench.checked import Background
 from tests.reliability.procs import counts
 from tests.reliability.procs import fds
 from tests.reliability.procs import settle
+from tests.reliability.procs import within
 from tests.reliability.procs import worker_pid
 from tests.reliability.workflows import ABORT
 from tests.reliability.workflows import CHAOS_TIMEOUT_MS
@@ -54,7 +55,8 @@ def serves(srv, workflow="seq_wf", client=99):
 def warm_baseline(srv, kind):
     """Warm the server (every workflow, one fault of ``kind``), then count threads and fds."""
     worker = worker_pid(srv.process.pid)
-    with Background(srv.inference, plans(("chaos_wf", "seq_wf", "par_wf"), 3), seconds=3):
+    # as many connections as the test will hold (4 clients and the fault sender)
+    with Background(srv.inference, plans(("chaos_wf", "seq_wf", "par_wf"), 5), seconds=3):
         time.sleep(1)
     send_fault(srv, kind)
     if kind == HANG:
@@ -85,7 +87,7 @@ def test_a_failing_node_fails_only_its_requests(make_server, kind, deadline):
     assert (tally.ok, tally.lost, tally.wrong, tally.errors) == (tally.sent, 0, 0, {}), \
         tally.summary(1)["samples"]
     assert serves(srv) and serves(srv, "chaos_wf")
-    assert settle(worker, baseline) <= baseline
+    assert within(settle(worker, baseline), baseline), (settle(worker, baseline), baseline)
     assert worker_pid(srv.process.pid) == worker
     assert "Traceback" not in srv.log() or kind == RAISE  # the handler's own error is logged
 
