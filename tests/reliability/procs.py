@@ -1,4 +1,5 @@
-"""Counting a server worker's threads and file descriptors from /proc, before and after."""
+"""Counting a server worker's threads and file descriptors from /proc, before and after; and
+finding tracebacks in its log."""
 
 from __future__ import annotations
 
@@ -60,3 +61,10 @@ def settle(pid: int, baseline: tuple[int, int], seconds: float = 15.0) -> tuple[
 def within(now: tuple[int, int], baseline: tuple[int, int]) -> bool:
     """No more threads and no more fds than ``baseline`` (each compared on its own)."""
     return now[0] <= baseline[0] and now[1] <= baseline[1]
+
+
+def server_tracebacks(log: str) -> list[str]:
+    """Log lines with a traceback, other than a handler's own error quoted in a node-failure
+    line (TorchScript's messages say "Traceback of TorchScript")."""
+    return [line for line in log.splitlines() if "Traceback" in line
+            and '"node attempt failed"' not in line and '"request failed"' not in line]

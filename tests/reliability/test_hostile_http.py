@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from tests.helpers import WfserveServer
 from tests.reliability.procs import counts
+from tests.reliability.procs import server_tracebacks
 from tests.reliability.procs import settle
 from tests.reliability.procs import within
 from tests.reliability.procs import worker_pid
@@ -52,13 +53,6 @@ def server(rel_stores, tmp_path_factory):
         srv.worker = worker_pid(srv.process.pid)
         yield srv
     assert not server_tracebacks(srv.log())
-
-
-def server_tracebacks(log):
-    """Log lines with a traceback, other than a handler's own error quoted in a node-failure
-    line (TorchScript's messages say "Traceback of TorchScript")."""
-    return [line for line in log.splitlines() if "Traceback" in line
-            and '"node attempt failed"' not in line and '"request failed"' not in line]
 
 
 @pytest.fixture(scope="module")
