@@ -130,9 +130,13 @@ class TorchServe(Server):
         env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}",
                "LOG_LOCATION": str(run / "logs"), "METRICS_LOCATION": str(run / "logs")}
         started = time.monotonic()
-        subprocess.run([str(PEER_VENV / "bin" / "torchserve"), "--start", "--ncs",
-                        "--ts-config", str(config), "--log-config", str(ASSETS / "ts_log4j2.xml")],
-                       cwd=run, env=env, check=True, capture_output=True, timeout=60)
+        # NOTE: the daemonized JVM inherits stdout/stderr: a pipe here would never reach EOF
+        with open(run / "torchserve-start.log", "ab") as log:
+            subprocess.run([str(PEER_VENV / "bin" / "torchserve"), "--start", "--ncs",
+                            "--ts-config", str(config),
+                            "--log-config", str(ASSETS / "ts_log4j2.xml")],
+                           cwd=run, env=env, check=True, stdin=subprocess.DEVNULL, stdout=log,
+                           stderr=subprocess.STDOUT, timeout=60)
         self.env, self.run = env, run
         if not wait_until(self._pinged, 120):
             raise RuntimeError("torchserve did not answer /ping")
@@ -154,7 +158,8 @@ class TorchServe(Server):
 
     def stop(self) -> None:
         subprocess.run([str(PEER_VENV / "bin" / "torchserve"), "--stop"], cwd=self.run,
-                       env=self.env, capture_output=True, timeout=120)
+                       env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)
         if self.pid:
             wait_until(lambda: not Path(f"/proc/{self.pid}").exists(), 30)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import runpy
 import socket
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,10 +102,27 @@ class WfserveApplication(BaseApplication):
     def load(self) -> Any:
         self.kernel.hooks.startup(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
-        return create_wsgi(self.kernel)
+        app = create_wsgi(self.kernel)
+        self.booted = True
+        return app
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
-        self.kernel.hooks.shutdown(self.kernel)
+        """Drain through ``wfserve_shutdown``, then end the worker process for sure.
+
+        A booted worker exits with ``os._exit(0)`` once the shutdown hooks ran: an HTTP thread
+        stuck in a handler would otherwise keep the interpreter alive after gunicorn's master
+        gave up on it (seen in the reliability race tests: orphaned workers spinning a core).
+        A worker that failed to boot keeps gunicorn's own exit code, so the master stops
+        instead of restarting a broken app for ever.
+        """
+        try:
+            self.kernel.hooks.shutdown(self.kernel)
+        finally:
+            if getattr(self, "booted", False):
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
 
 
 def serve(kernel: Kernel) -> int:
