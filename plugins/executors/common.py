@@ -40,6 +40,18 @@ class NodeBase:
         self.timeout = cfg.timeout_ms / 1000.0
         self.lock = threading.Lock()
 
+    def config_view(self) -> dict[str, Any]:
+        """The node's kind and live TorchServe properties, as ``describe`` shows them."""
+        return {
+            "kind": self.spec.kind,
+            "minWorkers": self.min_workers,
+            "maxWorkers": self.max_workers,
+            "batchSize": self.batch_size,
+            "maxBatchDelay": self.max_batch_delay,
+            "retryAttempts": self.retry_attempts,
+            "timeoutMs": self.timeout_ms,
+        }
+
     def apply_scale(self, min_workers: int | None, max_workers: int | None,
                     batch_size: int | None, max_batch_delay: int | None) -> None:
         """Validate and set new worker bounds and batching (None keeps a value).

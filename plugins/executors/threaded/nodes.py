@@ -194,13 +194,7 @@ class NodeRuntime(NodeBase):
             stuck = self.stuck
         queued = self.queue_length()
         return {
-            "kind": self.spec.kind,
-            "minWorkers": self.min_workers,
-            "maxWorkers": self.max_workers,
-            "batchSize": self.batch_size,
-            "maxBatchDelay": self.max_batch_delay,
-            "retryAttempts": self.retry_attempts,
-            "timeoutMs": self.timeout_ms,
+            **self.config_view(),
             "workers": workers,
             "stuckWorkers": stuck,
             "queueLength": queued,
