@@ -36,6 +36,7 @@ from tests.reliability.workflows import inputs
 pytestmark = pytest.mark.integration
 MAX_BODY = 1_000_000
 READ_TIMEOUT = 2.0
+THREADS = 8
 ANSWER_WITHIN = 15.0  # seconds: node timeouts are 10 s, a read timeout 2 s
 TRIED: dict[str, int] = {}
 HYP = hsettings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -49,7 +50,7 @@ def server(rel_stores, tmp_path_factory):
     with WfserveServer(root, "--model-store", str(root / "model_store"), "--workflow-store",
                        str(root / "wf_store"), "--workflows", "seq_wf.war", "par_wf.war",
                        "--max-request-size", str(MAX_BODY), "--request-read-timeout",
-                       str(READ_TIMEOUT), "--threads", "8", "--no-snapshot") as srv:
+                       str(READ_TIMEOUT), "--threads", str(THREADS), "--no-snapshot") as srv:
         srv.worker = worker_pid(srv.process.pid)
         yield srv
     assert not server_tracebacks(srv.log())
@@ -242,6 +243,28 @@ def test_huge_and_deeply_nested_json(server, client):
     assert client.post(server.inference + ok.path, content=ok.body).json() == ok.expected
 
 
+def grow_http_pool(server, head, ok, n):
+    """Hold ``n`` requests at once (headers sent, body not yet), then finish them: gunicorn's
+    HTTP thread pool starts threads as it needs them, up to ``--threads``, and keeps them, so
+    a baseline taken before it is full would count that growth as a leak."""
+    sockets = [socket.create_connection(("127.0.0.1", server.ports["inference"]), timeout=30)
+               for _ in range(n)]
+    try:
+        for s in sockets:
+            s.sendall(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(ok.body))
+        time.sleep(0.5)  # every request is now read by a pool thread, waiting for its body
+        for s in sockets:
+            s.sendall(ok.body)
+        for s in sockets:
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def test_slow_and_partial_requests_leak_nothing(server, client):
     """Requests cut off midway (headers, a Content-Length body, a chunked body): dropped, no
     traceback. A body that stalls midway: closed within the read timeout (a stall, per
@@ -250,8 +273,9 @@ def test_slow_and_partial_requests_leak_nothing(server, client):
     descriptors it had before."""
     ok = case("seq_wf", inputs(61, 1)[0])
     assert client.post(server.inference + ok.path, content=ok.body).json() == ok.expected
-    baseline = settle(server.worker, counts(server.worker), seconds=3)
     head = b"POST /wfpredict/seq_wf HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    grow_http_pool(server, head, ok, THREADS)
+    baseline = settle(server.worker, counts(server.worker), seconds=3)
     cut = [head[:20], head, head + b"Content-Length: 1000\r\n\r\n" + ok.body,
            head + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"inp"]
     for i in range(40):
