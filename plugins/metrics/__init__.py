@@ -140,4 +140,4 @@ class HttpCounter:
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
         surface = getattr(req.context, "surface", None) or "unknown"
-        self.metrics.child(self.metrics.http, surface, f"{resp.status_code // 100}xx").inc()
+        self.metrics.http.labels(surface, f"{resp.status_code // 100}xx").inc()

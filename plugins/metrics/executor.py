@@ -87,8 +87,8 @@ class InstrumentedExecutor:
         if done.cancelled():
             return
         exc = done.exception()
-        m.child(m.requests, wf).inc()
-        m.child(m.duration, wf).observe(elapsed)
+        m.requests.labels(wf).inc()
+        m.duration.labels(wf).observe(elapsed)
         timings: list[NodeTiming] = []
         if exc is None:
             result = done.result()
@@ -100,9 +100,9 @@ class InstrumentedExecutor:
             m.errors.labels(wf, type(exc).__name__).inc()
             self._record_failure(exc)
         for t in timings:
-            m.child(m.node_queue, wf, t.node).observe(t.queued)
+            m.node_queue.labels(wf, t.node).observe(t.queued)
             if t.attempts > 1:
-                m.child(m.retries, wf, t.node).inc(t.attempts - 1)
+                m.retries.labels(wf, t.node).inc(t.attempts - 1)
             m.torchserve.add(f"{wf}__{t.node}", self.version, 1, t.run * 1e6, t.queued * 1e6)
 
     def _record_failure(self, exc: BaseException) -> None:

@@ -52,7 +52,7 @@ class InstrumentedHandler:
         try:
             return self.handler(batch, meta)
         except BaseException as exc:
-            self.metrics.child(self.metrics.node_errors, workflow, node,
+            self.metrics.node_errors.labels(workflow, node,
                                type(exc).__name__).inc()
             raise
         finally:

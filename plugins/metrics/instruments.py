@@ -31,13 +31,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client import Counter
 from prometheus_client import GCCollector
-from prometheus_client import Histogram
 from prometheus_client import ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+
+from plugins.metrics.series import Counter
+from plugins.metrics.series import Histogram
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -138,17 +139,8 @@ class Metrics:
                                         registry=r)
         self.http = Counter("wfserve_http_requests", "HTTP answers by surface and status class.",
                             ("surface", "status"), registry=r)
-        self._children: dict[tuple[Any, ...], Any] = {}
         self.torchserve = TorchServeCounters()
         r.register(self.torchserve)
         r.register(LiveState(describe_all))
         ProcessCollector(registry=r)
         GCCollector(registry=r)
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached (PERF: ``labels()`` validates and locks per call)."""
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
