@@ -235,3 +235,25 @@ def test_unexpected_exception_is_a_bare_500(env):
     r = inf.simulate_post("/wfpredict/seq_wf", body=b"x")
     assert (r.status_code, r.json["type"]) == (500, "InternalServerException")
     assert "ZeroDivision" not in r.text and "Traceback" not in r.text
+
+
+def test_made_request_ids_are_uuid4_distinct_and_differ_in_a_forked_child():
+    import os
+    import uuid
+
+    from plugins.api.middleware import new_request_id
+
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids[:200]:
+        parsed = uuid.UUID(hex=made)
+        assert (parsed.version, parsed.variant, parsed.hex) == (4, uuid.RFC_4122, made)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a gunicorn worker forked from the master would make
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.waitpid(pid, 0)
+    assert child != new_request_id() and len(child) == 32
