@@ -130,6 +130,11 @@ class Settings:
     run_dir: str = setting(".wfserve", "Folder for the pid file and the background server's log.")
     workers: int = setting(1, "gunicorn worker processes (must be 1: models live in one process).")
     threads: int = setting(32, "HTTP threads per worker process.")
+    http_linger_ms: float = setting(
+        1.0, "Milliseconds an HTTP thread waits for the next request on the keep-alive "
+        "connection it just answered, while no other connection waits for a thread (0: every "
+        "kept-alive connection goes back to the poller, as in stock gunicorn)."
+    )
     log_format: str = setting(
         "auto", "Log format: json, console, or auto (console on a terminal).",
         choices=("auto", "json", "console"),

@@ -94,7 +94,8 @@ class WfserveApplication(BaseApplication):
         settings = self.kernel.settings
         self.cfg.set("bind", self.binds)
         self.cfg.set("workers", 1)
-        self.cfg.set("worker_class", worker_class(settings.request_read_timeout))
+        self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
+                                                  settings.http_linger_ms / 1000))
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
         self.cfg.set("worker_exit", self._worker_exit)
