@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -16,6 +17,8 @@ from plugins.api.decoding import build_row
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import read_body
 from plugins.api.management import find_node
+from plugins.api.rescue import RESCUE_KEY
+from plugins.api.rescue import Rescue
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -81,9 +84,19 @@ class WorkflowPrediction(_Predicting):
         entry = registry.get(name, version)
         body = read_body(req, self.kernel.settings.max_request_size)
         request = self._request(req, build_row(req.content_type, body, self._decode))
+        write = req.env.get(RESCUE_KEY)
         for _ in range(SWAP_RETRIES):
             try:
-                result = self._wait(entry.executor.submit(request), request)
+                if write is None:
+                    future = entry.executor.submit(request)
+                else:  # PERF: nodes run on this thread; a hung one is answered by Rescue
+                    rescue = Rescue(write, entry.executor.render, request.request_id)
+                    future = entry.executor.submit(
+                        replace(request, run_here=True, on_future=rescue.watch))
+                    if not rescue.returned():
+                        req.context.answered_elsewhere = True
+                        return
+                result = self._wait(future, request)
                 break
             except Unavailable:
                 current = registry.get(name, version)

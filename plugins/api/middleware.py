@@ -78,5 +78,7 @@ class RequestContext:
         elapsed = (time.perf_counter() - started) * 1000 if started else None
         access.info("access", surface=self.surface, method=req.method, path=req.path,
                     status=resp.status_code,
-                    ms=round(elapsed, 3) if elapsed is not None else None)
+                    ms=round(elapsed, 3) if elapsed is not None else None,
+                    **({"answered_elsewhere": True}
+                       if getattr(req.context, "answered_elsewhere", False) else {}))
         structlog.contextvars.clear_contextvars()

@@ -20,12 +20,16 @@ another client by more than ``linger``. Slower clients go back to the poller as 
 from __future__ import annotations
 
 import contextlib
+import functools
 import select
 import socket
 import struct
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
+
+from plugins.api.rescue import RESCUE_KEY
+from plugins.api.rescue import write_answer
 
 #: seconds a thread waits for the next request on the connection it just answered
 LINGER_S = 0.001
@@ -50,10 +54,24 @@ def readable(sock: socket.socket, seconds: float) -> bool:
 
 
 class TimedThreadWorker(ThreadWorker):
-    """gthread, with :func:`bound_reads` on every connection and lingering keep-alives."""
+    """gthread, with :func:`bound_reads` on every connection and lingering keep-alives; the
+    WSGI environ carries :data:`~plugins.api.rescue.RESCUE_KEY`, a writer of one answer to
+    the request's socket from another thread (:mod:`plugins.api.rescue`)."""
 
     read_timeout: float = 30.0
     linger: float = LINGER_S
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def with_rescue(environ: dict[str, Any], start_response: Any) -> Any:
+            sock = environ.get("gunicorn.socket")
+            if sock is not None:
+                environ[RESCUE_KEY] = functools.partial(write_answer, sock)
+            return app(environ, start_response)
+
+        self.wsgi = with_rescue
 
     def enqueue_req(self, conn: Any) -> None:
         if not getattr(conn, "reads_bound", False):

@@ -42,10 +42,12 @@ class InstrumentedExecutor:
         self.inner.start()
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
-        return self._watch(self.inner.submit(request), None)
+        started = self._started()
+        return self._watch(self.inner.submit(request), None, started)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
-        return self._watch(self.inner.submit_node(node, request), node)
+        started = self._started()
+        return self._watch(self.inner.submit_node(node, request), node, started)
 
     def render(self, result: PredictResult) -> bytes:
         """Render, and fill this request's ``Server-Timing`` observation (request thread)."""
@@ -66,17 +68,23 @@ class InstrumentedExecutor:
 
     # --- recording ---------------------------------------------------------------------------
 
-    def _watch(self, inner: concurrent.futures.Future[Any], node: str | None
+    @staticmethod
+    def _started() -> float:
+        """Now, also recorded as the start of this request's ``Server-Timing`` total (taken
+        before the inner submit, which may run the whole DAG on this thread)."""
+        started = time.monotonic()
+        observation = current()
+        if observation is not None:
+            observation.started = started
+        return started
+
+    def _watch(self, inner: concurrent.futures.Future[Any], node: str | None, started: float
                ) -> concurrent.futures.Future[Any]:
         """Record the request when it settles, on the thread that settles it.
 
         PERF: a callback on the executor's own future, not a second future to forward through;
         ``Server-Timing`` is filled by :meth:`render` on the request thread instead.
         """
-        started = time.monotonic()
-        observation = current()
-        if observation is not None:
-            observation.started = started
         inner.add_done_callback(
             lambda done: self._record(done, node, time.monotonic() - started))
         return inner

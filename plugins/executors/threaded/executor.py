@@ -131,7 +131,13 @@ class ThreadedExecutor:
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         """Start one request; raises ``Unavailable`` at once when closing or the root's queue
-        is full. The future fails with ``NodeFailed``, ``Timeout`` or ``Unavailable``."""
+        is full. The future fails with ``NodeFailed``, ``Timeout`` or ``Unavailable``.
+
+        With ``request.run_here``, the root and each first ready child run on this thread
+        while their worker is idle and nothing is queued (siblings go to runner threads), so
+        a request can be answered with no thread handoff; a node attempt that times out here
+        is retried or failed by the watchdog like any other, settling the future elsewhere.
+        """
         return self._submit(request, self.dag.root, single=False)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
@@ -159,13 +165,18 @@ class ThreadedExecutor:
             engine.inflight[id(req)] = req
         if request.deadline is not None and self._watchdog is not None:
             self._watchdog.track_request(req, request.deadline)
+        here = request.run_here and not single
+        if here and request.on_future is not None:
+            request.on_future(req.future)
         try:
-            engine.dispatch(req, self.nodes[start], request.row, 0, here=False)
+            cont = engine.dispatch(req, self.nodes[start], request.row, 0, here=here)
         except WfserveError:
             with engine.lock:
                 req.done = True
                 engine.inflight.pop(id(req), None)
             raise
+        if cont is not None:  # PERF: the chain on this thread, no handoff (run_here)
+            engine.run_task(*cont)
         return req.future
 
     def _expire(self, att: Attempt) -> None:
