@@ -139,6 +139,18 @@ def measure_floor(loads: Any, root: Path, args: argparse.Namespace) -> dict[str,
     return out
 
 
+def measure_floors(loads: Any) -> dict[str, Any]:
+    """:mod:`bench.floors` in a process of its own (torch and a kernel stay out of this one)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floors", str(loads.model_store), str(loads.workflow_store),
+         str(loads.model_store.parent / "build" / "m1.pt")],
+        capture_output=True, text=True, timeout=600, cwd=HERE.parent,
+        env={**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -188,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run["note"] = "No peer: wfserve alone (add --peer torchserve for the side by side)."
         run["floor"] = measure_floor(loads, root, args)
+        sys.stderr.write("in-process floors (handoff, torch threads, seq_wf chain)...\n")
+        run["floors"] = measure_floors(loads)
         for kind in kinds:
             workdir = root / kind.name
             workdir.mkdir()

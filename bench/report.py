@@ -110,6 +110,38 @@ def floor_table(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def floors_table(run: dict[str, Any]) -> str:
+    """Where a seq_wf request's time goes at 1 client (:mod:`bench.floors`, same run)."""
+    floors = run.get("floors") or {}
+    chain = floors.get("seq_chain")
+    if not chain:
+        return f"In-process floors: not measured ({floors.get('error', 'no data')[-300:]})."
+    echo = (run.get("floor") or {}).get("echo_c1", {})
+    seq = ((run.get("servers") or {}).get("wfserve", {}).get("phases") or {}).get("seq_c1", {})
+    torch_cpu = floors["torch_threads"]
+    rows = [
+        ("HTTP alone: gunicorn echo app, p50 at 1 client", _us(echo.get("p50"), 1000)),
+        ("seq_wf's handlers called directly, with TorchServe's byte conversions",
+         _us(chain["direct"]["wall_us"])),
+        ("wfserve's bookkeeping on top (executor, attempts, timers, metrics, log context)",
+         _us(chain["bookkeeping_us"])),
+        ("a handoff to a runner thread and back, which running nodes on the HTTP thread "
+         "avoids", _us(chain["handoff_us"])),
+        ("(a bare thread round trip, tight loop)", _us(floors["handoff"]["wall_us"])),
+        ("seq_wf p50 at 1 client, measured over HTTP", _us(seq.get("p50"), 1000)),
+        ("peer's model handler, CPU per call with 1 / 2 / 4 threads calling at once",
+         " / ".join(_us(torch_cpu[f"threads_{n}_cpu_us"]) for n in (1, 2, 4))),
+    ]
+    lines = ["Where a seq_wf request goes (`bench/floors.py`, in-process, same run; us):", "",
+             "| part | us |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _us(value: Any, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{float(value) * scale:.0f}"
+
+
 def markdown(run: dict[str, Any]) -> str:
     m = run["machine"]
     parts = [
@@ -127,6 +159,8 @@ def markdown(run: dict[str, Any]) -> str:
         phase_table(run),
         "",
         floor_table(run),
+        "",
+        floors_table(run),
         "",
     ]
     if run.get("note"):

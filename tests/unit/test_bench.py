@@ -10,6 +10,7 @@ from bench.__main__ import matrix
 from bench.load import _percentile
 from bench.load import check_loopback
 from bench.load import run_load
+from bench.report import floors_table
 from bench.report import markdown
 
 
@@ -112,3 +113,27 @@ def test_record_section_replaces_only_its_own_section(tmp_path):
     assert text.startswith("# Benchmark results")
     assert "second a" in text and "first a" not in text and "first b" in text
     assert text.index("## A") < text.index("## B")
+
+
+def test_floors_run_on_real_archives_and_render(peer_stores, monkeypatch, tmp_path):
+    """The in-process floors work against the executor as it is (they reach inside it), and
+    the report renders them; the figures themselves are the benchmark's, not asserted."""
+    from bench import floors
+    from bench.__main__ import PAYLOAD
+    from tests.archives import save_torchscript
+
+    monkeypatch.setattr(floors, "ROUNDS", 20)
+    found = floors.measure(peer_stores.model_store, peer_stores.workflow_store,
+                           save_torchscript("m1", tmp_path), PAYLOAD)
+    chain = found["seq_chain"]
+    assert set(chain) == {"direct", "executor_here", "executor_handoff", "bookkeeping_us",
+                          "handoff_us"}
+    assert all(v["wall_us"] > 0 for k, v in chain.items() if isinstance(v, dict))
+    assert set(found["torch_threads"]) == {"threads_1_cpu_us", "threads_2_cpu_us",
+                                           "threads_4_cpu_us"}
+    run = {"floors": found, "floor": {"echo_c1": {"p50": 0.3}},
+           "servers": {"wfserve": {"phases": {"seq_c1": {"p50": 0.7}}}}}
+    text = floors_table(run)
+    assert f"| {chain['direct']['wall_us']:.0f} |" in text and "| 300 |" in text
+    assert "| 700 |" in text
+    assert "not measured" in floors_table({"floors": {"error": "boom"}})
