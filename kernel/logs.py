@@ -1,22 +1,42 @@
 """Logging setup: structlog, JSON in production, readable on a terminal.
 
 Call :func:`configure_logging` once per process (the CLI and the server do); importing this
-module configures nothing. Request-scoped fields (request id, workflow, node) are bound with
-``structlog.contextvars`` and merged into every line.
+module configures nothing. Request-scoped fields (request id, workflow) are bound with
+``structlog.contextvars``, a node call's (workflow, node, worker, request id) with
+:data:`NODE_CONTEXT`; both are merged into every line.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 from typing import TextIO
 
 import structlog
 
 from kernel.settings import Settings
 
+#: fields of the node call being run on this thread (workflow, node, worker, request id): one
+#: context variable set per handler call, where binding each field with structlog's
+#: ``bind_contextvars`` costs a variable each (PERF: a handler call is on every request's path)
+NODE_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "wfserve_node_context", default=None)
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+def merge_node_context(logger: Any, method: str, event_dict: MutableMapping[str, Any]
+                       ) -> MutableMapping[str, Any]:
+    """structlog processor: add :data:`NODE_CONTEXT`'s fields (a line's own fields win)."""
+    fields = NODE_CONTEXT.get()
+    if fields:
+        for key, value in fields.items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
@@ -36,6 +56,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     level = _LEVELS[settings.log_level]
     shared: list[structlog.typing.Processor] = [
+        merge_node_context,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
