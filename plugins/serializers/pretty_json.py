@@ -16,6 +16,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 _INF = float("inf")
+_FLOATS = {float}
 
 
 class _Fallback(Exception):
@@ -65,7 +66,13 @@ def _encode(obj: Any, depth: int) -> str:
         if not obj:
             return "[]"
         pad = "\n" + "  " * (depth + 1)
-        inner = ("," + pad).join([_encode(item, depth + 1) for item in obj])
+        inner = None
+        if set(map(type, obj)) == _FLOATS:  # PERF: the common tensor-row case, at C speed
+            inner = ("," + pad).join(map(float.__repr__, obj))
+            if "n" in inner:  # nan or inf: JSON spells them NaN, Infinity, -Infinity
+                inner = None
+        if inner is None:
+            inner = ("," + pad).join([_encode(item, depth + 1) for item in obj])
         return f"[{pad}{inner}\n{'  ' * depth}]"
     if kind is dict:
         if not obj:
