@@ -60,6 +60,7 @@ BUILTIN: tuple[str, ...] = (
     "plugins.executors.threaded",
     "plugins.executors.ray",
     "plugins.example",
+    "plugins.gc_freeze",
 )
 
 

@@ -130,6 +130,10 @@ class Settings:
     run_dir: str = setting(".wfserve", "Folder for the pid file and the background server's log.")
     workers: int = setting(1, "gunicorn worker processes (must be 1: models live in one process).")
     threads: int = setting(32, "HTTP threads per worker process.")
+    gc_freeze: bool = setting(
+        True, "Keep loaded workflows out of the garbage collector's scans (gc.freeze after "
+        "start-up and registrations): no full-collection stalls over the loaded models."
+    )
     http_linger_ms: float = setting(
         1.0, "Milliseconds an HTTP thread waits for the next request on the keep-alive "
         "connection it just answered, while no other connection waits for a thread (0: every "
