@@ -93,8 +93,9 @@ class WorkflowPrediction(_Predicting):
                     rescue = Rescue(write, entry.executor.render, request.request_id)
                     future = entry.executor.submit(
                         replace(request, run_here=True, on_future=rescue.watch))
-                    if not rescue.returned():
+                    if not rescue.returned():  # the client has its answer; log its status
                         req.context.answered_elsewhere = True
+                        resp.status = rescue.code or 500
                         return
                 result = self._wait(future, request)
                 break

@@ -68,6 +68,8 @@ class Rescue:
         self._request_id = request_id
         self._changed = threading.Condition(threading.Lock())
         self._state = INLINE
+        #: the status answered from another thread (for the access log and metrics)
+        self.code: int | None = None
         self._http_thread = threading.get_ident()
 
     def watch(self, future: concurrent.futures.Future[Any]) -> None:
@@ -94,7 +96,8 @@ class Rescue:
             if self._state != INLINE:
                 return
             self._state = RESCUED
-        code, body = self._answer(future)
+            code, body = self._answer(future)
+            self.code = code
         log.warning("request answered while its HTTP thread was held by a node",
                     request_id=self._request_id, status=code)
         self._write(code, [("Content-Type", "application/json"),

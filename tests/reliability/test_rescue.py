@@ -64,6 +64,10 @@ def test_a_hang_on_the_http_thread_is_answered_from_elsewhere_in_time(make_serve
         assert httpx.post(srv.inference + c.path, content=c.body).json() == c.expected
     c = case("chaos_wf", inputs(9, 1)[0])
     assert httpx.post(srv.inference + c.path, content=c.body, timeout=10).json() == c.expected
+    time.sleep(0.5)  # info lines (the access log) are written in batches (log_batch_ms)
     log = srv.log()
     assert "answered while its HTTP thread was held" in log and '"hung-1"' in log
+    access = [json.loads(line) for line in log.splitlines()
+              if '"access"' in line and '"hung-1"' in line]
+    assert [(a["status"], a.get("answered_elsewhere")) for a in access] == [(500, True)]
     assert not server_tracebacks(log)
