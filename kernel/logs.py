@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
+from typing import Protocol
 from typing import TextIO
 
 import structlog
@@ -39,13 +41,78 @@ def merge_node_context(logger: Any, method: str, event_dict: MutableMapping[str,
     return event_dict
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+class LineSink(Protocol):
+    """Where rendered log lines go."""
+
+    def write(self, line: str, urgent: bool) -> None:
+        """Write one line (no newline). ``urgent`` (warning and above): at once; other lines
+        may be written later, in order."""
+
+    def flush(self) -> None:
+        """Write everything held back, now."""
+
+
+class StreamSink:
+    """Every line to ``stream`` at once (the default)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, line: str, urgent: bool) -> None:
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self.stream.flush()
+
+
+class SinkLogger:
+    """A structlog logger writing to a :class:`LineSink`; debug and info lines may wait."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+
+    def _now(self, message: str) -> None:
+        self._sink.write(message, True)
+
+    def _later(self, message: str) -> None:
+        self._sink.write(message, False)
+
+    debug = info = _later
+    msg = log = warning = warn = error = err = critical = fatal = exception = failure = _now
+
+
+class SinkHandler(logging.Handler):
+    """A standard-library handler writing to a :class:`LineSink` (warnings and above urgent)."""
+
+    def __init__(self, sink: LineSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sink.write(self.format(record), record.levelno >= logging.WARNING)
+        except Exception:  # NOTE: logging must never raise into the caller
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None,
+                      sink: LineSink | None = None) -> None:
     """Configure structlog (and the standard library's root logger) for this process.
 
     :param settings: ``log_format`` (json, console, auto) and ``log_level``.
-    :param stream: where lines go; standard error by default.
+    :param stream: where lines go; standard error by default (also decides ``auto``).
+    :param sink: what writes the lines to ``stream``; :class:`StreamSink` (each line at once)
+        by default.
     """
     stream = stream or sys.stderr
+    sink = sink or StreamSink(stream)
     fmt = settings.log_format
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
@@ -64,11 +131,11 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=lambda *args: SinkLogger(sink),
         cache_logger_on_first_use=False,
     )
     # gunicorn and libraries log through the standard library: render them the same way.
-    handler = logging.StreamHandler(stream)
+    handler = SinkHandler(sink)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

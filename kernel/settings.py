@@ -146,6 +146,10 @@ class Settings:
     log_level: str = setting(
         "info", "Lowest log level written.", choices=("debug", "info", "warning", "error")
     )
+    log_batch_ms: float = setting(
+        100.0, "The server writes debug and info lines (the access log) in batches at most "
+        "this many milliseconds apart; warnings and errors at once (0: every line at once)."
+    )
     plugins_disable: list[str] = setting(
         [], "Plugins (built-in or installed) to switch off, by name."
     )

@@ -24,8 +24,10 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from kernel.errors import UsageError
+from kernel.logs import configure_logging
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
+from plugins.api.logbatch import BatchedSink
 from plugins.api.worker import worker_class
 
 if TYPE_CHECKING:
@@ -101,6 +103,10 @@ class WfserveApplication(BaseApplication):
         self.cfg.set("worker_exit", self._worker_exit)
 
     def load(self) -> Any:
+        settings = self.kernel.settings
+        if settings.log_batch_ms > 0:  # in the worker: its flusher thread lives here
+            configure_logging(settings, sys.stderr,
+                              BatchedSink(sys.stderr, settings.log_batch_ms / 1000))
         self.kernel.hooks.startup(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
         app = create_wsgi(self.kernel)
