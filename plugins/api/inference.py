@@ -90,7 +90,8 @@ class WorkflowPrediction(_Predicting):
                 if write is None:
                     future = entry.executor.submit(request)
                 else:  # PERF: nodes run on this thread; a hung one is answered by Rescue
-                    rescue = Rescue(write, entry.executor.render, request.request_id)
+                    rescue = Rescue(write, entry.executor.render, request.request_id,
+                                    self.kernel.settings.max_response_size)
                     future = entry.executor.submit(
                         replace(request, run_here=True, on_future=rescue.watch))
                     if not rescue.returned():  # the client has its answer; log its status

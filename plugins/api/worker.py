@@ -13,8 +13,8 @@ thread's poller, which hands the next request to a pool thread again: two thread
 per request, each ~50 us on a 2-core VM where the other core sleeps. A client that sends its
 next request at once (as a closed-loop client or a pipeline stage does) is served here on the
 same thread instead: the thread waits up to ``linger`` seconds (``http_linger_ms``) for the
-next bytes, and only while no connection is queued for a thread, so lingering never delays
-another client by more than ``linger``. Slower clients go back to the poller as before.
+next bytes, and only while no connection is queued for a thread, so lingering delays another
+client by about ``linger`` at most. Slower clients go back to the poller as before.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class TimedThreadWorker(ThreadWorker):
 
         def with_rescue(environ: dict[str, Any], start_response: Any) -> Any:
             sock = environ.get("gunicorn.socket")
-            if sock is not None:
-                environ[RESCUE_KEY] = functools.partial(write_answer, sock)
+            if (sock is not None and environ.get("wsgi.url_scheme") == "http"
+                    and str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1")):
+                environ[RESCUE_KEY] = functools.partial(write_answer, sock)  # not TLS, not h2
             return app(environ, start_response)
 
         self.wsgi = with_rescue

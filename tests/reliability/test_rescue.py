@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.reliability.procs import server_tracebacks
 from tests.reliability.workflows import CHAOS_TIMEOUT_MS
@@ -45,13 +46,24 @@ def raw_post(port, path, payload, request_id):
     return head.decode(), rest, took, closed
 
 
+def errors_counted(srv):
+    """``wfserve_workflow_errors_total`` of chaos_wf, all types."""
+    text = httpx.get(f"{srv.metrics}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "wfserve_workflow_errors_total"
+               and s.labels.get("workflow") == "chaos_wf")
+
+
 def test_a_hang_on_the_http_thread_is_answered_from_elsewhere_in_time(make_server):
     srv = make_server("--workflows", "chaos_wf.war", "seq_wf.war")
     ok = case("seq_wf", inputs(7, 1)[0])
     assert httpx.post(srv.inference + ok.path, content=ok.body).json() == ok.expected
 
+    errors_before = errors_counted(srv)
     head, answer, took, closed = raw_post(srv.ports["inference"], "/wfpredict/chaos_wf",
                                           body(fault(HANG)), "hung-1")
+    # counted when the request settled, while its handler still held the HTTP thread
+    assert errors_counted(srv) == errors_before + 1
     assert head.startswith("HTTP/1.1 500 "), head
     assert json.loads(answer) == ANSWER
     assert "X-Request-ID: hung-1" in head and "Connection: close" in head

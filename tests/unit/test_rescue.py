@@ -1,5 +1,6 @@
 """Who answers a request whose nodes ran on its HTTP thread: that thread, unless the request
-settled elsewhere while it was still held (then the settling thread, once)."""
+settled elsewhere while it was still held (then a rescuing thread, once, and the HTTP thread
+never writes after it)."""
 
 import concurrent.futures
 import json
@@ -12,13 +13,17 @@ from plugins.api.rescue import GRACE_S
 from plugins.api.rescue import Rescue
 from plugins.api.rescue import write_answer
 
+LIMIT = 1000
+
 
 class Writes:
-    def __init__(self):
-        self.calls = []
+    def __init__(self, seconds=0.0):
+        self.calls, self.seconds, self.finished = [], seconds, threading.Event()
 
     def __call__(self, code, headers, body):
+        time.sleep(self.seconds)
         self.calls.append((code, dict(headers), body))
+        self.finished.set()
 
 
 def settle_elsewhere(future, outcome):
@@ -35,44 +40,69 @@ def settle_elsewhere(future, outcome):
 
 def test_settled_on_the_http_thread_it_answers_itself():
     writes, future = Writes(), concurrent.futures.Future()
-    rescue = Rescue(writes, lambda r: b"x", "id-1")
+    rescue = Rescue(writes, lambda r: b"x", "id-1", LIMIT)
     rescue.watch(future)
     future.set_result("done")
     assert rescue.returned() and writes.calls == []
 
 
-def test_settled_elsewhere_while_the_http_thread_is_held_the_settling_thread_answers_once():
+def test_settled_elsewhere_while_the_http_thread_is_held_a_rescue_answers_once():
     writes, future = Writes(), concurrent.futures.Future()
-    rescue = Rescue(writes, lambda r: b"x", "id-2")
+    rescue = Rescue(writes, lambda r: b"x", "id-2", LIMIT)
     rescue.watch(future)
     settle_elsewhere(future, NodeFailed("Error executing chaos", node="chaos"))
-    assert len(writes.calls) == 1
+    assert writes.finished.wait(5)  # the HTTP thread is held all along
     code, headers, body = writes.calls[0]
     assert code == 500 and headers["X-Request-ID"] == "id-2"
     assert json.loads(body) == {"code": 500, "type": "InternalServerException",
                                 "message": "Error executing chaos"}
-    assert rescue.returned() is False and len(writes.calls) == 1
+    assert rescue.returned() is False and len(writes.calls) == 1 and rescue.code == 500
 
 
-def test_a_success_settled_elsewhere_is_rendered():
+def test_a_success_settled_elsewhere_is_rendered_and_a_too_large_one_refused():
     writes, future = Writes(), concurrent.futures.Future()
-    rescue = Rescue(writes, lambda result: json.dumps(result).encode(), "id-3")
+    rescue = Rescue(writes, lambda result: json.dumps(result).encode(), "id-3", LIMIT)
     rescue.watch(future)
     settle_elsewhere(future, {"sum": 1})
+    assert writes.finished.wait(5)
     assert writes.calls == [(200, {"Content-Type": "application/json", "X-Request-ID": "id-3"},
                              b'{"sum": 1}')]
+    writes, future = Writes(), concurrent.futures.Future()
+    Rescue(writes, lambda result: b"x" * (LIMIT + 1), "id-4", LIMIT).watch(future)
+    settle_elsewhere(future, {"sum": 1})
+    assert writes.finished.wait(5) and writes.calls[0][0] == 500
+
+
+def test_an_answer_that_cannot_be_built_is_a_500_not_silence():
+    def broken(result):
+        raise TypeError("not serializable")
+
+    writes, future = Writes(), concurrent.futures.Future()
+    Rescue(writes, broken, "id-5", LIMIT).watch(future)
+    settle_elsewhere(future, object())
+    assert writes.finished.wait(5)
+    assert writes.calls[0][0] == 500 and json.loads(writes.calls[0][2])["code"] == 500
 
 
 def test_an_http_thread_back_within_the_grace_answers_itself():
     writes, future = Writes(), concurrent.futures.Future()
-    rescue = Rescue(writes, lambda r: b"x", "id-4")
+    rescue = Rescue(writes, lambda r: b"x", "id-6", LIMIT)
     rescue.watch(future)
-    settling = threading.Thread(target=future.set_result, args=("from a sibling branch",))
-    settling.start()
-    time.sleep(GRACE_S / 5)  # the callback waits for the HTTP thread meanwhile
-    answered = rescue.returned()
-    settling.join(5)
-    assert answered and writes.calls == []
+    settle_elsewhere(future, "from a sibling branch")
+    time.sleep(GRACE_S / 5)  # the rescuing thread waits for the HTTP thread meanwhile
+    assert rescue.returned()
+    time.sleep(GRACE_S * 4)
+    assert writes.calls == []
+
+
+def test_an_http_thread_back_during_the_write_waits_for_it_and_writes_nothing():
+    writes, future = Writes(seconds=0.3), concurrent.futures.Future()
+    rescue = Rescue(writes, lambda r: b"x", "id-7", LIMIT)
+    rescue.watch(future)
+    settle_elsewhere(future, NodeFailed("Error executing m1", node="m1"))
+    time.sleep(GRACE_S * 3)  # past the grace: the rescue is writing (for 0.3 s)
+    assert rescue.returned() is False
+    assert writes.finished.is_set()  # returned() came back only after the answer was out
 
 
 def test_write_answer_sends_one_closing_answer_and_shuts_the_socket():
