@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -43,7 +44,21 @@ class InstrumentedExecutor:
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         started = self._started()
-        return self._watch(self.inner.submit(request), None, started)
+        if not request.run_here:
+            return self._watch(self.inner.submit(request), None, started)
+        # nodes may run inside the inner submit: watch the future before any node runs, so a
+        # request settled elsewhere while a handler holds this thread is still recorded
+        watched: list[bool] = []
+        outer = request.on_future
+
+        def on_future(future: concurrent.futures.Future[Any]) -> None:
+            self._watch(future, None, started)
+            watched.append(True)
+            if outer is not None:
+                outer(future)
+
+        future = self.inner.submit(replace(request, on_future=on_future))
+        return future if watched else self._watch(future, None, started)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         started = self._started()

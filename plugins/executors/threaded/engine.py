@@ -87,7 +87,9 @@ class Engine:
         if node.inline and not node.queue_length():
             worker = node.try_acquire()
             if worker is not None:
-                if here:
+                # a node with a stuck worker may hang again: not on the caller's thread (an
+                # HTTP thread with run_here), which a hang would hold until the handler returns
+                if here and not node.stuck:
                     return node, worker, [att]
                 try:
                     self.pool.submit(self.run_task, node, worker, [att])
