@@ -7,10 +7,10 @@ loaded), a stall for every request in flight, and several µs per request on ave
 objects are skipped by every collection (reference counting still frees them).
 
 - at start-up, after every start-up registration (``trylast``): collect once, then freeze;
-- a workflow registered, updated or scaled: freeze what was just loaded;
-- a workflow unregistered or replaced: its objects were frozen, and any reference cycles
-  among them would never be collected, so a little later (once the management call's own
-  references are gone) everything is unfrozen, collected once and frozen again.
+- after a workflow is registered, updated, scaled or unregistered: a little later (once the
+  management call's own references are gone), everything is unfrozen, collected once and
+  frozen again, so what was loaded is frozen and the reference cycles of what was freed (or
+  of loading's garbage) are still collected. A burst of changes costs one collection.
 
 Off with ``gc_freeze: false``.
 """
@@ -46,8 +46,10 @@ def refreeze() -> None:
     log.debug("garbage collected and frozen", freed=freed, frozen=gc.get_freeze_count())
 
 
-def schedule_refreeze(delay: float = REFREEZE_DELAY_S) -> None:
-    """:func:`refreeze` on a daemon timer, unless one is already pending."""
+def schedule_refreeze(delay: float | None = None) -> None:
+    """:func:`refreeze` on a daemon timer (:data:`REFREEZE_DELAY_S` by default), unless one is
+    already pending."""
+    delay = REFREEZE_DELAY_S if delay is None else delay
     with _lock:
         if _pending:
             return
@@ -68,10 +70,6 @@ def wfserve_startup(kernel: Kernel) -> None:
 
 @hookimpl
 def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> None:
-    """Freeze what a registration loaded; refreeze after one freed a workflow."""
-    if not kernel.settings.gc_freeze:
-        return
-    if event in ("registered", "updated", "scaled"):
-        gc.freeze()
-    if event in ("unregistered", "updated"):
+    """After a registration change: collect once, then freeze what stays (delayed)."""
+    if kernel.settings.gc_freeze and event != "node_failed":
         schedule_refreeze()

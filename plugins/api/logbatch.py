@@ -5,7 +5,8 @@ another thread take the GIL: under 32 clients that was ~10 of a request's ~40 th
 and ~10 % of its throughput. :class:`BatchedSink` holds debug and info lines and writes them
 together every ``interval`` seconds (``log_batch_ms``, from a flusher thread); a warning or
 error is written at once, after everything held before it, so lines keep their order. A clean
-stop flushes; a process killed outright loses at most the last ``interval`` of info lines.
+stop flushes; a process killed outright loses at most the last ``interval`` of info lines. A
+forked child starts empty, with its own lock and flusher.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ class BatchedSink:
         self._lock = threading.Lock()
         self._flusher_pid: int | None = None
         atexit.register(self.flush)
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child (a handler's worker processes): the parent writes the lines it
+        held; a lock held at the fork by a thread that does not exist here is replaced."""
+        self._lock = threading.Lock()
+        self._lines = []
+        self._flusher_pid = None
 
     def write(self, line: str, urgent: bool) -> None:
         with self._lock:

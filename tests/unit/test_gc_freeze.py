@@ -48,16 +48,19 @@ def test_cycles_frozen_with_an_unregistered_workflow_are_freed_by_the_refreeze()
     assert alive() is None and gc.get_freeze_count() > 0
 
 
-def test_unregistrations_schedule_one_refreeze():
+def test_registration_changes_schedule_one_refreeze():
     kernel = Kernelish()
-    gc_freeze.wfserve_workflow_event(kernel, "registered", None)
-    assert gc.get_freeze_count() > 0
-    gc.unfreeze()
-    gc_freeze.schedule_refreeze(delay=0.05)
-    gc_freeze.wfserve_workflow_event(kernel, "unregistered", None)
-    assert len(gc_freeze._pending) == 1
+    gc_freeze.REFREEZE_DELAY_S, delay = 0.05, gc_freeze.REFREEZE_DELAY_S
+    try:
+        gc_freeze.wfserve_workflow_event(kernel, "registered", None)
+        gc_freeze.wfserve_workflow_event(kernel, "unregistered", None)
+        gc_freeze.wfserve_workflow_event(kernel, "scaled", None)
+    finally:
+        gc_freeze.REFREEZE_DELAY_S = delay
+    assert len(gc_freeze._pending) == 1  # a burst of changes costs one collection
     (timer,) = gc_freeze._pending
     timer.join(10)
     assert not gc_freeze._pending and gc.get_freeze_count() > 0
+    gc_freeze.wfserve_workflow_event(kernel, "node_failed", None)
     gc_freeze.wfserve_workflow_event(Kernelish(gc_freeze=False), "unregistered", None)
     assert not gc_freeze._pending
