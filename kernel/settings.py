@@ -106,6 +106,33 @@ class Settings:
     )
     max_archive_entries: int = setting(10000, "Most entries one archive may hold.")
     max_workflows: int = setting(100, "Most workflows that may be registered at once.")
+    max_versions_per_workflow: int = setting(
+        10, "Most versions of one workflow that may be registered at once."
+    )
+    max_nodes_per_workflow: int = setting(100, "Most nodes one workflow spec may declare.")
+    max_workers_per_node: int = setting(
+        32, "Most workers one node may run (spec values and scale calls alike)."
+    )
+    block_private_addresses: bool = setting(
+        False, "Refuse downloads from loopback, link-local and private addresses (checked "
+        "after DNS resolution; the download connects to the address checked)."
+    )
+    max_multipart_parts: int = setting(
+        1000, "Most parts a multipart/form-data request body may hold."
+    )
+    max_multipart_depth: int = setting(
+        4, "Deepest nesting of multipart parts inside a multipart/form-data request body."
+    )
+    request_body_timeout: float = setting(
+        60.0, "Seconds a client may take to send a whole request body (after the headers)."
+    )
+    request_min_rate: int = setting(
+        1024, "Bytes per second a request body must average once request_read_timeout has "
+        "passed; a slower sender is dropped (0: no minimum)."
+    )
+    response_write_timeout: float = setting(
+        30.0, "Seconds a client may take to read a response before it is dropped."
+    )
     workflows: list[str] = setting(
         [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
     )
