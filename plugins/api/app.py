@@ -1,8 +1,10 @@
 """Composition: one Falcon app per bound address, routes from ``wfserve_add_routes``.
 
 Each surface (inference, management, metrics) binds its own address; a route answers only on
-its surface's port. When two surfaces share an address (TorchServe allows it) their routes are
-served by one app. :class:`PortDispatch` picks the app by the port the connection came in on.
+its surface's address. When two surfaces share an address (TorchServe allows it) their routes
+are served by one app. :class:`AddressDispatch` picks the app by the local address (host and
+port) the connection came in on: two surfaces on one port but different hosts (127.0.0.2:P and
+127.0.0.1:P) never serve each other's routes.
 
 Each app is a :class:`RoutedApp`: it records the surface every route was added for, which the
 request context middleware publishes as ``req.context.surface`` (for auth) and the OpenAPI
@@ -12,6 +14,8 @@ document is generated from (``plugins/api/openapi.py``). Middleware: the API's o
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import falcon
+import structlog
 
 from kernel.errors import UsageError
 from plugins.api import errors
@@ -28,8 +33,12 @@ from plugins.api.middleware import RequestContext
 if TYPE_CHECKING:
     from kernel.core import Kernel
 
+log = structlog.get_logger(__name__)
 SURFACES = ("inference", "management", "metrics")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Address = tuple[str, int]
+#: the hosts of a wildcard bind: any local address of the family
+WILDCARDS = ("0.0.0.0", "::")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -101,28 +110,84 @@ def create_app(kernel: Kernel, surfaces: Iterable[str]) -> RoutedApp:
     return app
 
 
-class PortDispatch:
-    """A WSGI app that hands each request to the app of the port it arrived on."""
+def bound_address(host: str, port: int) -> Address:
+    """The local address a bind of ``host:port`` listens on, as ``getsockname()`` reports it.
+
+    An IP literal is written the standard way (``::0001`` -> ``::1``); a name is resolved the
+    way gunicorn binds it (IPv4, first address: ``localhost`` -> ``127.0.0.1``); a name that
+    does not resolve is kept as given (the bind itself will fail).
+    """
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return host, port
+    return (str(infos[0][4][0]), port) if infos else (host, port)
+
+
+def local_address(environ: dict[str, Any]) -> Address | None:
+    """The local (host, port) of the request's connection: the accepted socket's
+    ``getsockname()`` (``gunicorn.socket``), else PEP 3333's ``SERVER_NAME``/``SERVER_PORT``;
+    None when neither can be read."""
+    sock = environ.get("gunicorn.socket")
+    try:
+        if sock is not None:
+            name = sock.getsockname()
+            return name[0], int(name[1])
+        return str(environ["SERVER_NAME"]), int(environ["SERVER_PORT"])
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        return None
+
+
+class AddressDispatch:
+    """A WSGI app that hands each request to the app of the local address it arrived on.
+
+    Lookup: the exact (host, port) first; then, for an IPv4-mapped IPv6 host, its IPv4 form;
+    then a wildcard bind (``0.0.0.0``/``::``) of that port. An address with no app gets
+    ``fallback`` (an app without routes: 404). PERF: one ``getsockname()`` and a dict lookup
+    per request; the slower normalising lookup runs only on a miss.
+    """
 
     __slots__ = ("apps", "fallback")
 
-    def __init__(self, apps: dict[int, falcon.App], fallback: falcon.App) -> None:
+    def __init__(self, apps: dict[Address, WSGIApp], fallback: WSGIApp) -> None:
         self.apps = apps
         self.fallback = fallback
 
+    def app_for(self, address: Address | None) -> WSGIApp:
+        """The app serving connections to ``address``."""
+        if address is None:
+            return self.fallback
+        app = self.apps.get(address)
+        return app if app is not None else self._slow_lookup(*address)
+
+    def _slow_lookup(self, host: str, port: int) -> WSGIApp:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])  # NOTE: drop an IPv6 scope id
+        except ValueError:
+            return self.fallback
+        mapped = getattr(ip, "ipv4_mapped", None)
+        for candidate in (str(ip), str(mapped) if mapped else None, *WILDCARDS):
+            app = self.apps.get((candidate, port)) if candidate else None
+            if app is not None:
+                return app
+        return self.fallback
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
-        try:
-            app = self.apps[int(environ.get("SERVER_PORT", 0))]
-        except (KeyError, ValueError):
-            app = self.fallback
-        return app(environ, start_response)
+        return self.app_for(local_address(environ))(environ, start_response)
 
 
-def create_wsgi(kernel: Kernel) -> PortDispatch:
-    """The WSGI application gunicorn serves: one app per distinct bound port."""
-    by_port: dict[int, list[str]] = {}
-    for surface, (_, port) in surface_addresses(kernel).items():
-        by_port.setdefault(port, []).append(surface)
-    apps = {port: create_app(kernel, surfaces) for port, surfaces in by_port.items()}
-    return PortDispatch(apps, fallback=create_app(kernel, ()))
+def create_wsgi(kernel: Kernel) -> AddressDispatch:
+    """The WSGI application gunicorn serves: one app per distinct bound address."""
+    by_address: dict[Address, list[str]] = {}
+    for surface, (host, port) in surface_addresses(kernel).items():
+        by_address.setdefault(bound_address(host, port), []).append(surface)
+    apps: dict[Address, WSGIApp] = {
+        address: create_app(kernel, surfaces) for address, surfaces in by_address.items()}
+    log.debug("surfaces by address", **{f"{h}:{p}": "+".join(s)
+                                        for (h, p), s in by_address.items()})
+    return AddressDispatch(apps, fallback=create_app(kernel, ()))

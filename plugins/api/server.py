@@ -25,6 +25,7 @@ from gunicorn.app.base import BaseApplication
 
 from kernel.errors import UsageError
 from kernel.logs import configure_logging
+from plugins.api.app import bound_address
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
 from plugins.api.logbatch import BatchedSink
@@ -50,7 +51,10 @@ def is_loopback(host: str) -> bool:
 
 
 def check_binds(kernel: Kernel) -> list[str]:
-    """The distinct ``host:port`` binds; refuses a remote management bind unless allowed."""
+    """The distinct ``host:port`` binds; refuses a remote management bind unless allowed.
+
+    Two surfaces whose addresses name one local address (``localhost:P`` and ``127.0.0.1:P``)
+    share one bind, as :func:`~plugins.api.app.create_wsgi` shares their app."""
     addresses = surface_addresses(kernel)
     host, _ = addresses["management"]
     if not is_loopback(host) and not kernel.settings.allow_remote_management:
@@ -63,6 +67,7 @@ def check_binds(kernel: Kernel) -> list[str]:
                          "(scale nodes with min-workers/max-workers instead)")
     binds = []
     for host, port in addresses.values():
+        host, port = bound_address(host, port)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if bind not in binds:
             binds.append(bind)

@@ -16,7 +16,10 @@ from kernel.errors import NodeFailed
 from kernel.errors import WorkflowNotFound
 from kernel.plugins import make_plugin_manager
 from kernel.settings import Settings
+from plugins.api.app import AddressDispatch
+from plugins.api.app import bound_address
 from plugins.api.app import create_app
+from plugins.api.app import create_wsgi
 
 SPEC = textwrap.dedent("""
     models:
@@ -257,3 +260,74 @@ def test_made_request_ids_are_uuid4_distinct_and_differ_in_a_forked_child():
     child = os.read(read, 64).decode()
     os.waitpid(pid, 0)
     assert child != new_request_id() and len(child) == 32
+
+
+class FakeSocket:
+    """The local address an accepted socket reports (``gunicorn.socket`` in the environ)."""
+
+    def __init__(self, *name):
+        self.name = name
+
+    def getsockname(self):
+        return self.name
+
+
+def app_named(name):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [name.encode()]
+    return app
+
+
+def serve(dispatch, **environ):
+    return b"".join(dispatch(environ, lambda status, headers: None))
+
+
+def test_dispatch_keys_apps_by_local_host_and_port_not_port_alone():
+    """Finding 4: inference on 127.0.0.2:P and management on 127.0.0.1:P share P; each
+    address gets its own app, a wildcard bind answers for any other host of its port, an
+    address with neither gets the fallback (404)."""
+    dispatch = AddressDispatch({("127.0.0.2", 80): app_named("inference"),
+                                ("127.0.0.1", 80): app_named("management"),
+                                ("0.0.0.0", 81): app_named("any4"),
+                                ("::", 82): app_named("any6"),
+                                ("::1", 83): app_named("v6")}, app_named("fallback"))
+    sock = FakeSocket
+    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.2", 80)}) == b"inference"
+    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.1", 80)}) == b"management"
+    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.3", 80)}) == b"fallback"
+    assert serve(dispatch, **{"gunicorn.socket": sock("10.1.2.3", 81)}) == b"any4"
+    assert serve(dispatch, **{"gunicorn.socket": sock("::ffff:127.0.0.2", 80, 0, 0)}) \
+        == b"inference"
+    assert serve(dispatch, **{"gunicorn.socket": sock("::ffff:10.0.0.1", 82, 0, 0)}) == b"any6"
+    assert serve(dispatch, **{"gunicorn.socket": sock("fe80::1%lo", 82, 0, 0)}) == b"any6"
+    assert serve(dispatch, **{"gunicorn.socket": sock("::1", 83, 0, 0)}) == b"v6"
+    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.1", 83)}) == b"fallback"
+    # the socket wins over SERVER_*, which only stand in without one (another WSGI server)
+    assert serve(dispatch, SERVER_NAME="127.0.0.1", SERVER_PORT="80",
+                 **{"gunicorn.socket": sock("127.0.0.2", 80)}) == b"inference"
+    assert serve(dispatch, SERVER_NAME="127.0.0.1", SERVER_PORT="80") == b"management"
+    assert serve(dispatch) == b"fallback"
+
+
+def test_bound_addresses_are_normalised_as_the_socket_reports_them():
+    assert bound_address("localhost", 8080) == ("127.0.0.1", 8080)
+    assert bound_address("0:0::1", 8080) == ("::1", 8080)
+    assert bound_address("::", 1) == ("::", 1)
+
+
+def test_create_wsgi_builds_one_app_per_address(tmp_path):
+    settings = Settings(model_store=str(tmp_path), inference_address="http://127.0.0.2:8080",
+                        management_address="http://localhost:8080",
+                        metrics_address="http://127.0.0.1:8082")
+    pm = make_plugin_manager(settings, builtin=("plugins.serializers", "plugins.api"),
+                             env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    dispatch = create_wsgi(Kernel.create(settings, pm=pm))
+    assert set(dispatch.apps) == {("127.0.0.2", 8080), ("127.0.0.1", 8080),
+                                  ("127.0.0.1", 8082)}
+    assert dispatch.apps[("127.0.0.2", 8080)].surfaces == ["inference"]
+    assert dispatch.apps[("127.0.0.1", 8080)].surfaces == ["management"]
+    on = {surface: falcon.testing.TestClient(dispatch.apps[address]) for surface, address in
+          (("inference", ("127.0.0.2", 8080)), ("management", ("127.0.0.1", 8080)))}
+    assert on["inference"].simulate_get("/workflows").status_code == 404
+    assert on["management"].simulate_get("/workflows").status_code == 200
