@@ -40,7 +40,8 @@ class Kernel:
     ) -> Kernel:
         """Build a kernel with a fresh plugin manager (or the one given)."""
         pm = pm or make_plugin_manager(settings, builtin=builtin, env=env)
-        return cls(settings, Hooks(pm, settings), Registry(limit=settings.max_workflows))
+        return cls(settings, Hooks(pm, settings), Registry(
+            limit=settings.max_workflows, max_versions=settings.max_versions_per_workflow))
 
     @property
     def pm(self) -> pluggy.PluginManager:

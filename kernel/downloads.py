@@ -1,5 +1,9 @@
 """Downloads of ``scheme://`` URLs: per registration, reusable from a snapshot, deleted whole.
 
+What is recorded of a download (``fetched``: key -> ``(url, path)``) holds the URL with its
+credentials redacted, so snapshots never keep a password; a redacted URL is matched against
+the redacted form of the URL asked for.
+
 Fetchers write a remote archive to ``<store>/.downloads/<unique>/<file>``, so two workflows
 downloading the same ``.mar`` name never collide; the registration that downloaded a file owns
 it and deletes it (and its unique folder) when it fails or is unregistered.
@@ -14,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+
+from kernel.redact import redact_url
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -45,12 +51,12 @@ class Fetcher:
         if path is None:
             path = self.kernel.hooks.fetch(url, store)
         self.downloaded.append(path)
-        self.fetched[key] = (url, str(path))
+        self.fetched[key] = (redact_url(url), str(path))
         return path
 
     def _reusable(self, key: str, url: str, store: Path) -> Path | None:
         old = self.reuse.get(key)
-        if old is None or len(old) != 2 or old[0] != url:
+        if old is None or len(old) != 2 or old[0] != redact_url(url):
             return None
         path = Path(old[1])
         downloads = (store / DOWNLOADS).resolve()
@@ -61,17 +67,29 @@ class Fetcher:
         return path if inside and path.exists() else None
 
 
+def owned_download(path: Path) -> bool:
+    """Whether ``path`` is a download's own file: directly inside a ``.downloads/<unique>/``
+    folder, links resolved. Only such paths are ever deleted."""
+    try:
+        real = path.parent.resolve() / path.name
+    except (OSError, RuntimeError):
+        return False
+    return real.parent.parent.name == DOWNLOADS and not path.parent.is_symlink()
+
+
 def discard(workdir: Path | None, downloaded: list[Path]) -> None:
     """Delete downloaded archives (and their unique folders) and the work folder; errors are
-    logged, never raised."""
+    logged, never raised. A path outside a ``.downloads/<unique>/`` folder is left alone."""
     for path in downloaded:
+        if not owned_download(path):
+            log.warning("not deleting a download outside a downloads folder", path=str(path))
+            continue
         try:
-            if path.is_dir():
+            if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-            if path.parent.parent.name == DOWNLOADS:  # the download's own unique folder
-                path.parent.rmdir()
+            path.parent.rmdir()  # the download's own unique folder, when empty
         except OSError as exc:
             log.warning("could not delete a downloaded archive", path=str(path), error=str(exc))
     if workdir is not None:

@@ -10,7 +10,6 @@ failed registration leaves nothing behind: no downloaded file, no extracted fold
 from __future__ import annotations
 
 import contextlib
-import re
 import tempfile
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -30,16 +29,18 @@ from kernel.errors import ModelNotFound
 from kernel.errors import RegistrationFailed
 from kernel.errors import SpecError
 from kernel.errors import WfserveError
+from kernel.names import is_valid_name
+from kernel.redact import redact_url
 from kernel.registry import Registered
 from kernel.spec import parse_spec
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
+    from kernel.settings import Settings
     from kernel.spec import NodeSpec
+    from kernel.spec import WorkflowSpec
 
 log = structlog.get_logger(__name__)
-#: the archivers' name rule; also keeps names safe in URLs and file names
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 DRAIN_SECONDS = 30.0
 
 
@@ -67,7 +68,8 @@ def register_workflow(
     _check(url, name, version)
     assert url is not None
     entry, _ = _load(kernel, url, name, version, reuse or {}, update=False)
-    log.info("workflow registered", workflow=entry.name, version=entry.version, url=url,
+    log.info("workflow registered", workflow=entry.name, version=entry.version,
+             url=redact_url(url),
              nodes=len(entry.workflow.dag))
     kernel.hooks.workflow_event(kernel, "registered", entry.workflow)
     return entry
@@ -93,7 +95,7 @@ def update_workflow(
     entry, old = _load(kernel, url, name, version, {}, update=True)
     for gone in old:
         _free(gone, drain, keep_downloads=False)
-    log.info("workflow updated", workflow=name, version=entry.version, url=url,
+    log.info("workflow updated", workflow=name, version=entry.version, url=redact_url(url),
              replaced=[g.version for g in old])
     kernel.hooks.workflow_event(kernel, "updated", entry.workflow)
     return entry, old
@@ -143,6 +145,12 @@ def scale_node(
     entry = kernel.registry.get(name, version)
     if node not in entry.workflow.spec.nodes:
         raise ModelNotFound(f"Model not found: {name}__{node}", workflow=name, node=node)
+    cap = kernel.settings.max_workers_per_node
+    for key in ("min_workers", "max_workers"):
+        value = values.get(key)
+        if value is not None and value > cap:
+            raise BadRequest(f"{key} {value} for {name}__{node} is over the limit of {cap} "
+                             "workers per node (max_workers_per_node)", workflow=name, node=node)
     entry.executor.scale(node, **values)
     entry.overrides.setdefault(node, {}).update({k: v for k, v in values.items() if v is not None})
     log.info("node scaled", workflow=name, version=entry.version, node=node,
@@ -152,12 +160,31 @@ def scale_node(
     return live
 
 
+def check_spec_limits(settings: Settings, name: str, spec: WorkflowSpec) -> None:
+    """Refuse a spec over ``max_nodes_per_workflow`` nodes, or with a node whose min or max
+    workers exceed ``max_workers_per_node``; runs before any model archive is fetched.
+
+    :raises BadRequest: naming the limit.
+    """
+    if len(spec.nodes) > settings.max_nodes_per_workflow:
+        raise BadRequest(f"Workflow {name} has {len(spec.nodes)} nodes, over the limit of "
+                         f"{settings.max_nodes_per_workflow} (max_nodes_per_workflow)",
+                         workflow=name)
+    cap = settings.max_workers_per_node
+    for node in spec.nodes.values():
+        workers = max(node.config.min_workers, node.config.max_workers)
+        if workers > cap:
+            raise BadRequest(f"Node {node.name} of workflow {name} asks for {workers} workers, "
+                             f"over the limit of {cap} per node (max_workers_per_node)",
+                             workflow=name, node=node.name)
+
+
 def _check(url: str | None, name: str | None, version: str | None) -> None:
     if not url:
         raise BadRequest("Parameter url is required.")
-    if name is not None and not NAME.match(name):
+    if name is not None and not is_valid_name(name):
         raise BadRequest(f"Invalid workflow name: {name}", workflow=name)
-    if version is not None and not NAME.match(version):
+    if version is not None and not is_valid_name(version):
         raise BadRequest(f"Invalid workflow version: {version}", version=version)
 
 
@@ -171,11 +198,16 @@ def _load(
     fetched: dict[str, tuple[str, str]] = {}
     fetch = Fetcher(kernel, reuse, downloaded, fetched)
     try:
+        if name is not None:  # refuse before downloading anything
+            if update:
+                kernel.registry.check_updatable(name)
+            else:
+                kernel.registry.check_room(name, version)
         war = fetch("", url, kernel.settings.workflow_store_path)
         archive = kernel.hooks.open_archive(war, workdir / "war")
         wf_name = _workflow_name(archive, name)
         wf_version = version or archive.version or "1.0"
-        if not NAME.match(wf_version):
+        if not is_valid_name(wf_version):
             raise InvalidWorkflow(f"Invalid workflow version: {wf_version}", workflow=wf_name)
         held = (kernel.registry.updating(wf_name) if update
                 else kernel.registry.reserving(wf_name, wf_version))
@@ -207,7 +239,7 @@ def _workflow_name(archive: Archive, override: str | None) -> str:
     name = override or archive.name
     if not name:
         raise InvalidWorkflow("Workflow name is not defined.")
-    if not NAME.match(name):
+    if not is_valid_name(name):
         raise InvalidWorkflow(f"Invalid workflow name: {name}", workflow=name)
     return name
 
@@ -222,6 +254,7 @@ def _build(
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"Cannot read spec {archive.spec_file}: {exc}", workflow=name) from None
     spec = parse_spec(text, source=archive.spec_file)
+    check_spec_limits(kernel.settings, name, spec)
     dag = spec.dag()
     node_archives: dict[str, Archive] = {}
     failures: list[str] = []
@@ -237,7 +270,7 @@ def _build(
             f"Workflow {name} has failed to register. Failures: [{', '.join(failures)}]",
             workflow=name,
         )
-    return Workflow(name=name, url=url, spec=spec, dag=dag, archive=archive,
+    return Workflow(name=name, url=redact_url(url), spec=spec, dag=dag, archive=archive,
                     node_archives=node_archives, downloaded=fetch.downloaded, workdir=workdir)
 
 
@@ -246,7 +279,8 @@ def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, fetch: Fetcher) -
     path = fetch(node.name, node.url, kernel.settings.model_store_path)
     archive = kernel.hooks.open_archive(path, workdir / "models" / node.name)
     if archive.kind != "mar":
-        raise InvalidWorkflow(f"{node.url} is not a model archive", node=node.name)
+        raise InvalidWorkflow(f"{redact_url(node.url)} is not a model archive",
+                              node=node.name)
     return archive
 
 

@@ -76,13 +76,58 @@ def _version_key(version: str) -> tuple[Any, ...]:
 class Registry:
     """Name -> versions and a default, with reservations for registrations in progress."""
 
-    __slots__ = ("_entries", "_limit", "_lock", "_pending")
+    __slots__ = ("_entries", "_limit", "_lock", "_max_versions", "_pending")
 
-    def __init__(self, limit: int = 100) -> None:
+    def __init__(self, limit: int = 100, max_versions: int = 10) -> None:
         self._entries: dict[str, _Versions] = {}
         self._pending: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._limit = limit
+        self._max_versions = max_versions
+
+    def check_room(self, name: str, version: str | None = None) -> None:
+        """Raise now what :meth:`reserving` would raise for ``name`` (and ``version`` when
+        known), without reserving anything: lets a registration refuse before it downloads.
+
+        :raises Conflict: that version is registered or being registered, or the name is
+            being updated.
+        :raises Unavailable: a count limit (workflows, versions of one workflow) is reached.
+        """
+        with self._lock:
+            self._check_room(name, version)
+
+    def check_updatable(self, name: str) -> None:
+        """Raise now what :meth:`updating` would raise for ``name``, reserving nothing."""
+        with self._lock:
+            self._check_updatable(name)
+
+    def _check_room(self, name: str, version: str | None) -> None:
+        held = self._entries.get(name)
+        if (name, WHOLE) in self._pending or (version is not None and (
+                (held is not None and version in held.versions)
+                or (name, version) in self._pending)):
+            raise Conflict(f"Workflow {name} is already registered.", workflow=name,
+                           version=version)
+        pending = sum(1 for n, _ in self._pending if n == name)
+        if held is None and not pending:
+            names = set(self._entries) | {n for n, _ in self._pending}
+            if len(names) >= self._limit:
+                raise Unavailable(
+                    f"Cannot register {name}: the limit of {self._limit} workflows is "
+                    "reached.", workflow=name,
+                )
+        versions = (len(held.versions) if held is not None else 0) + pending
+        if versions >= self._max_versions:
+            raise Unavailable(
+                f"Cannot register another version of {name}: the limit of "
+                f"{self._max_versions} versions per workflow is reached.", workflow=name,
+            )
+
+    def _check_updatable(self, name: str) -> None:
+        if name not in self._entries:
+            raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
+        if any(n == name for n, _ in self._pending):
+            raise Conflict(f"Workflow {name} is being updated or registered.", workflow=name)
 
     @contextmanager
     def reserving(self, name: str, version: str = "1.0") -> Iterator[None]:
@@ -90,21 +135,11 @@ class Registry:
 
         :raises Conflict: that version is registered or being registered, or the name is being
             updated (TorchServe's 409 text).
-        :raises Unavailable: ``limit`` workflows (names) are already registered or loading.
+        :raises Unavailable: ``limit`` workflows (names) are already registered or loading, or
+            ``max_versions`` versions of ``name`` are.
         """
         with self._lock:
-            held = self._entries.get(name)
-            if ((held is not None and version in held.versions) or (name, version) in self._pending
-                    or (name, WHOLE) in self._pending):
-                raise Conflict(f"Workflow {name} is already registered.", workflow=name,
-                               version=version)
-            if held is None and not any(n == name for n, _ in self._pending):
-                names = set(self._entries) | {n for n, _ in self._pending}
-                if len(names) >= self._limit:
-                    raise Unavailable(
-                        f"Cannot register {name}: the limit of {self._limit} workflows is "
-                        "reached.", workflow=name,
-                    )
+            self._check_room(name, version)
             self._pending.add((name, version))
         try:
             yield
@@ -120,10 +155,7 @@ class Registry:
         :raises Conflict: ``name`` is already being updated or registered.
         """
         with self._lock:
-            if name not in self._entries:
-                raise WorkflowNotFound(f"Workflow not found: {name}", workflow=name)
-            if any(n == name for n, _ in self._pending):
-                raise Conflict(f"Workflow {name} is being updated or registered.", workflow=name)
+            self._check_updatable(name)
             self._pending.add((name, WHOLE))
         try:
             yield

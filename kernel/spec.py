@@ -12,7 +12,6 @@ property applies to every model whatever its position in the file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 from kernel.dag import Dag
 from kernel.dag import java_map_string
 from kernel.errors import SpecError
+from kernel.names import is_valid_name
 
 #: property name -> (TorchServe default, smallest allowed value)
 PROPERTIES: dict[str, tuple[int, int]] = {
@@ -39,7 +39,6 @@ PROPERTIES: dict[str, tuple[int, int]] = {
 #: wfserve extensions TorchServe does not know: global flags, per-model sections.
 GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
 MODEL_EXTENSIONS: dict[str, type] = {"ray": dict}
-NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 
 NodeKind = Literal["model", "function"]
 
@@ -188,7 +187,7 @@ def _config(props: dict[str, int], mapping: Any, where: str) -> NodeConfig:
 
 
 def _node_name(name: Any, mapping: Any, key: Any) -> str:
-    if not isinstance(name, str) or not NODE_NAME.match(name):
+    if not isinstance(name, str) or not is_valid_name(name):
         raise _fail(
             f"node name {name!r} must be a string of letters, digits, '_', '-' or '.'",
             mapping,

@@ -50,7 +50,7 @@ class RequestContext:
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-ID")
-        request_id = given if given and _SAFE_ID.match(given) else new_request_id()
+        request_id = given if given and _SAFE_ID.fullmatch(given) else new_request_id()
         req.context.request_id = request_id
         req.context.started = time.perf_counter()
         req.context.surface = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 import zipfile
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from kernel.errors import UsageError
+from kernel.names import is_valid_name
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 #: TorchServe's built-in handler names (the model archiver does not copy these).
 TS_BUILTINS = frozenset({
     "base_handler", "image_classifier", "text_classifier", "object_detector",
@@ -67,7 +66,7 @@ class _Contents:
 
 def _target(name: str, kind: str, export_path: Path, force: bool) -> Path:
     label = "Workflow" if kind == "war" else "Model"
-    if not NAME.match(name):
+    if not is_valid_name(name):
         raise UsageError(f"{label} name contains special characters. The allowed regular "
                          "expression filter is: ^[A-Za-z0-9][A-Za-z0-9_\\-.]*$", name=name)
     if not export_path.is_dir():

@@ -8,12 +8,20 @@ is "Workflow not found in workflow store: <url>", a missing model "Model not fou
 Whether a URL names a workflow or a model is told from ``store`` and the name (see
 :func:`is_workflow`), because ``wfserve_fetch`` is given nothing else.
 
-Downloads never collide (TorchServe fails when two registrations download the same file
-name): each lands in its own ``<store>/.downloads/<uuid>/<filename>``.
+Where wfserve is stricter than TorchServe, on purpose:
+
+- A bare name is taken as it is: the HTTP layer decoded the query string once, and nothing
+  decodes it again (``%2F`` stays three characters of a file name). It must be a single file
+  name (:func:`check_bare_name`) and resolve inside its store.
+- Downloads are named by wfserve (:func:`download_name`: a sanitised base name), never by the
+  URL's decoded last segment, and each lands in its own ``<store>/.downloads/<uuid>/`` folder,
+  so two registrations downloading the same file name never collide and no name escapes.
+- Messages and log fields show URLs with their credentials redacted.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import uuid
@@ -24,10 +32,14 @@ from urllib.parse import urlsplit
 from kernel.errors import ModelNotFound
 from kernel.errors import NotFound
 from kernel.errors import WorkflowNotFound
+from kernel.redact import redact_url
 from kernel.settings import Settings
 
 DOWNLOADS = ".downloads"
 _LOOKS_LIKE_URL = re.compile(r"file?://.*|http(s)?://.*|s3://.*", re.IGNORECASE | re.DOTALL)
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+#: the longest download file name wfserve makes
+_NAME_MAX = 128
 
 
 def is_workflow(url: str, store: Path, settings: Settings) -> bool:
@@ -49,52 +61,118 @@ def _same(a: Path, b: Path) -> bool:
 def not_found(url: str, store: Path, settings: Settings, message: str) -> NotFound:
     """``WorkflowNotFound`` or ``ModelNotFound`` (by :func:`is_workflow`) with ``message``."""
     cls = WorkflowNotFound if is_workflow(url, store, settings) else ModelNotFound
-    return cls(message, url=url)
+    return cls(message, url=redact_url(url))
 
 
 def missing(url: str, store: Path, settings: Settings) -> NotFound:
     """TorchServe's "not found" error for ``url``."""
+    shown = redact_url(url)
     if is_workflow(url, store, settings):
-        return WorkflowNotFound(f"Workflow not found in workflow store: {url}", url=url)
-    return ModelNotFound(f"Model not found at: {url}", url=url)
+        return WorkflowNotFound(f"Workflow not found in workflow store: {shown}", url=shown)
+    return ModelNotFound(f"Model not found at: {shown}", url=shown)
 
 
 def check_relative(url: str, store: Path, settings: Settings) -> None:
     """Refuse a URL containing ``..`` with TorchServe's message."""
     if ".." in url:
-        raise not_found(url, store, settings, f"Relative path is not allowed in url: {url}")
+        raise not_found(url, store, settings,
+                        f"Relative path is not allowed in url: {redact_url(url)}")
 
 
-def check_allowed(url: str, store: Path, settings: Settings) -> None:
-    """Refuse a URL that looks like one but matches none of ``allowed_urls`` (full match)."""
-    if not _LOOKS_LIKE_URL.fullmatch(url):
-        return
+def is_allowed(url: str, settings: Settings) -> bool:
+    """Whether ``url`` fully matches one of ``allowed_urls`` (case-insensitive)."""
     for pattern in settings.allowed_urls:
         try:
             if re.fullmatch(pattern, url, re.IGNORECASE | re.DOTALL):
-                return
+                return True
         except re.error:
             continue  # TorchServe would fail at start-up; a bad pattern allows nothing here
-    raise not_found(url, store, settings,
-                    f"Given URL {url} does not match any allowed URL(s)")
+    return False
+
+
+def check_allowed(url: str, store: Path, settings: Settings, *, shown: str | None = None
+                  ) -> None:
+    """Refuse a URL that looks like one but matches none of ``allowed_urls`` (full match).
+
+    :param shown: the URL the message names (the one the user gave), when ``url`` is a
+        resolved form of it.
+    """
+    if not _LOOKS_LIKE_URL.fullmatch(url) or is_allowed(url, settings):
+        return
+    raise not_found(shown or url, store, settings,
+                    f"Given URL {redact_url(shown or url)} does not match any allowed URL(s)")
 
 
 def filename(url: str) -> str:
-    """The last path segment of ``url`` (``ArchiveUtils.getFilenameFromUrl``), unquoted."""
-    path = urlsplit(url).path if "://" in url else url
-    return unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    """The last path segment of ``url`` (``ArchiveUtils.getFilenameFromUrl``).
+
+    A URL's segment is percent-decoded once (it was encoded to be a URL); a bare name is
+    returned as it is: it was decoded by the HTTP layer already.
+    """
+    if "://" not in url:
+        return url.rstrip("/").rsplit("/", 1)[-1]
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def check_bare_name(url: str, store: Path, settings: Settings) -> str:
+    """The store file name a bare URL names; refuses anything but one plain file name.
+
+    :raises WorkflowNotFound | ModelNotFound: empty, ``.``, ``..`` (anywhere, TorchServe's
+        message), a path separator or a NUL.
+    """
+    if not url:
+        raise not_found(url, store, settings, "empty url")
+    check_relative(url, store, settings)
+    if url == "." or "/" in url or "\\" in url or "\0" in url or os.sep in url:
+        raise not_found(url, store, settings,
+                        f"Invalid archive name in url: {redact_url(url)!r} (a name in the "
+                        "store, without a path separator or NUL)")
+    return url
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, all links resolved, is ``folder`` or lies under it."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def download_name(url: str) -> str:
+    """The file name wfserve gives a download of ``url``: its decoded last segment with
+    every character but ``A-Za-z0-9._-`` replaced by ``_``, no leading dot, at most 128
+    characters (the end, and so the extension, kept); ``archive`` when nothing is left."""
+    name = _UNSAFE_CHARS.sub("_", filename(url)).lstrip(".")
+    if len(name) > _NAME_MAX:
+        name = name[-_NAME_MAX:].lstrip(".")
+    return name or "archive"
 
 
 def download_dir(store: Path) -> Path:
-    """A new, empty ``<store>/.downloads/<uuid>/`` folder for one download.
+    """A new, empty ``<store>/.downloads/<uuid>/`` folder for one download (mode 0700).
 
-    :raises OSError: the store does not exist or is not writable.
+    :raises OSError: the store does not exist or is not writable, or ``.downloads`` is not a
+        real folder (a link is refused).
     """
     if not store.is_dir():
         raise FileNotFoundError(f"store folder {store} does not exist")
-    folder = store / DOWNLOADS / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    downloads = store / DOWNLOADS
+    downloads.mkdir(mode=0o700, exist_ok=True)
+    if downloads.is_symlink() or not downloads.is_dir():
+        raise NotADirectoryError(f"{downloads} is not a folder")
+    folder = downloads / uuid.uuid4().hex
+    folder.mkdir(mode=0o700)
     return folder
+
+
+def create_exclusive(target: Path) -> int:
+    """Open a new file for writing: created here, never an existing file or a link.
+
+    :returns: the file descriptor (mode 0600).
+    :raises FileExistsError: ``target`` exists (a link included).
+    """
+    return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   0o600)
 
 
 def discard(folder: Path) -> None:

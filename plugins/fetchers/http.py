@@ -1,10 +1,18 @@
 """Default fetcher for ``http://`` and ``https://`` URLs: streamed with httpx, bounded.
 
-The URL must match ``allowed_urls`` (TorchServe's check and message). The body is streamed to
-``<store>/.downloads/<uuid>/<filename>`` (never two downloads in one place), refused past
-``max_download_size`` (announced or counted), and abandoned after ``download_timeout`` seconds
-in all; any failure removes the partial file and is TorchServe's
-``DownloadFailed("Failed to download archive from: <url>")`` with the reason as a field.
+The URL must match ``allowed_urls`` (TorchServe's check and message). Redirects are followed
+by hand, at most :data:`MAX_REDIRECTS`, and every hop must match ``allowed_urls`` again (and
+stay http(s)), so an allowed server cannot send the download elsewhere. Proxy environment
+variables are ignored. With ``block_private_addresses`` each hop's host is resolved once,
+must be public, and is connected to at the address checked
+(:mod:`plugins.fetchers.addresses`).
+
+The body is streamed to ``<store>/.downloads/<uuid>/<name>`` (a name wfserve chooses; never
+two downloads in one place), refused past ``max_download_size`` (announced or counted), and
+abandoned after ``download_timeout`` seconds in all, redirects included; any failure removes
+the partial file and is TorchServe's ``DownloadFailed("Failed to download archive from:
+<url>")`` with the reason as a field. URLs in messages and logs have their credentials
+redacted.
 
 A progress bar (rich, on standard error) is drawn only when the settings ask for it:
 ``plugins: {fetchers.http: {progress: true}}``, which the command line sets; the server logs.
@@ -14,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import structlog
@@ -25,16 +35,25 @@ import structlog
 from kernel import hookimpl
 from kernel.errors import DownloadFailed
 from kernel.errors import TooLarge
+from kernel.redact import clip
+from kernel.redact import redact_url
 from kernel.settings import Settings
+from plugins.fetchers.addresses import AddressRefused
+from plugins.fetchers.addresses import pinned_address
 from plugins.fetchers.common import check_allowed
 from plugins.fetchers.common import check_relative
+from plugins.fetchers.common import create_exclusive
 from plugins.fetchers.common import discard
 from plugins.fetchers.common import download_dir
+from plugins.fetchers.common import download_name
 from plugins.fetchers.common import filename
+from plugins.fetchers.common import is_allowed
 
 log = structlog.get_logger(__name__)
 PLUGIN = "fetchers.http"
+MAX_REDIRECTS = 5
 _CHUNK = 256 * 1024
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def with_progress(settings: Settings) -> Settings:
@@ -55,66 +74,112 @@ def _bar(url: str, total: int | None, enabled: bool) -> Iterator[Any]:
 
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
                   transient=True) as progress:
-        task = progress.add_task(filename(url) or url, total=total)
+        task = progress.add_task(filename(url) or "archive", total=total)
         yield lambda n: progress.advance(task, n)
 
 
+def _request(client: httpx.Client, url: str, settings: Settings) -> httpx.Request:
+    """A GET of ``url``; with ``block_private_addresses``, to the checked address."""
+    target = httpx.URL(url)
+    if not settings.block_private_addresses:
+        return client.build_request("GET", target)
+    port = target.port or (443 if target.scheme == "https" else 80)
+    address = pinned_address(target.host, port)
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    return client.build_request("GET", target.copy_with(host=address),
+                                headers={"Host": target.netloc.decode("ascii")},
+                                extensions=extensions)
+
+
+def _open(client: httpx.Client, url: str, settings: Settings, failed: str) -> httpx.Response:
+    """The streamed answer to ``url`` after following allowed redirects."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        response = client.send(_request(client, current, settings), stream=True)
+        location = response.headers.get("location")
+        if response.status_code not in _REDIRECTS or not location:
+            return response
+        response.close()
+        hop = urljoin(current, location)
+        if not hop.lower().startswith(("http://", "https://")) or not is_allowed(hop, settings):
+            raise DownloadFailed(
+                f"{failed}: redirected to {clip(redact_url(hop))}, which does not match any "
+                "allowed URL(s)", url=redact_url(url), reason="redirect not allowed")
+        current = hop
+    raise DownloadFailed(failed, url=redact_url(url),
+                         reason=f"more than {MAX_REDIRECTS} redirects")
+
+
 def _stream(url: str, target: Path, settings: Settings, progress: bool) -> int:
-    failed = f"Failed to download archive from: {url}"
+    shown = redact_url(url)
+    failed = f"Failed to download archive from: {shown}"
     limit = settings.max_download_size
     deadline = time.monotonic() + settings.download_timeout
-    with httpx.stream("GET", url, timeout=settings.download_timeout,
-                      follow_redirects=True) as response:
-        if response.status_code != 200:
-            raise DownloadFailed(failed, url=url, status=response.status_code,
-                                 reason=f"HTTP {response.status_code}")
-        announced = response.headers.get("content-length")
-        total = int(announced) if announced and announced.isdigit() else None
-        if total is not None and total > limit:
-            raise TooLarge(f"{url} is larger than {limit} bytes", url=url, limit=limit)
-        written = 0
-        with open(target, "xb") as out, _bar(url, total, progress) as advance:
-            for chunk in response.iter_bytes(_CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise TooLarge(f"{url} is larger than {limit} bytes", url=url, limit=limit)
-                if time.monotonic() > deadline:
-                    raise DownloadFailed(failed, url=url, reason="timed out")
-                out.write(chunk)
-                if advance is not None:
-                    advance(len(chunk))
+    with httpx.Client(timeout=settings.download_timeout, follow_redirects=False,
+                      trust_env=False) as client:
+        response = _open(client, url, settings, failed)
+        try:
+            if response.status_code != 200:
+                raise DownloadFailed(failed, url=shown, status=response.status_code,
+                                     reason=f"HTTP {response.status_code}")
+            announced = response.headers.get("content-length")
+            total = int(announced) if announced and announced.isdigit() else None
+            if total is not None and total > limit:
+                raise TooLarge(f"{shown} is larger than {limit} bytes", url=shown, limit=limit)
+            written = 0
+            with os.fdopen(create_exclusive(target), "wb") as out, \
+                    _bar(url, total, progress) as advance:
+                for chunk in response.iter_bytes(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise TooLarge(f"{shown} is larger than {limit} bytes", url=shown,
+                                       limit=limit)
+                    if time.monotonic() > deadline:
+                        raise DownloadFailed(failed, url=shown, reason="timed out")
+                    out.write(chunk)
+                    if advance is not None:
+                        advance(len(chunk))
+        finally:
+            response.close()
     return written
 
 
 def download(url: str, store: Path, settings: Settings, *, progress: bool = False) -> Path:
     """Download ``url`` into a new folder of ``store`` (see the module docstring).
 
-    :returns: ``<store>/.downloads/<uuid>/<filename>``.
+    :returns: ``<store>/.downloads/<uuid>/<name>``.
     :raises WorkflowNotFound | ModelNotFound: not allowed, or ``..`` in the URL.
-    :raises DownloadFailed: refused, unreachable, not 200, timed out, or the store is missing.
+    :raises DownloadFailed: refused, unreachable, not 200, redirected where not allowed, an
+        address ``block_private_addresses`` refuses, timed out, or the store is missing.
     :raises TooLarge: over ``max_download_size``.
     """
     check_allowed(url, store, settings)
     check_relative(url, store, settings)
-    failed = f"Failed to download archive from: {url}"
+    shown = redact_url(url)
+    failed = f"Failed to download archive from: {shown}"
     try:
         folder = download_dir(Path(store))
     except OSError as exc:
-        raise DownloadFailed(failed, url=url, reason=str(exc)) from None
-    target = folder / (filename(url) or "archive")
-    log.info("download started", url=url)
+        raise DownloadFailed(failed, url=shown, reason=clip(exc)) from None
+    target = folder / download_name(url)
+    log.info("download started", url=shown)
     try:
         size = _stream(url, target, settings, progress)
     except httpx.TimeoutException:
         discard(folder)
-        raise DownloadFailed(failed, url=url, reason="timed out") from None
+        raise DownloadFailed(failed, url=shown, reason="timed out") from None
+    except AddressRefused as exc:
+        discard(folder)
+        raise DownloadFailed(f"{failed}: {clip(exc)}", url=shown, reason="address refused") \
+            from None
     except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
         discard(folder)
-        raise DownloadFailed(failed, url=url, reason=str(exc) or type(exc).__name__) from None
+        raise DownloadFailed(failed, url=shown,
+                             reason=clip(str(exc) or type(exc).__name__)) from None
     except BaseException:
         discard(folder)
         raise
-    log.info("download finished", url=url, path=str(target), bytes=size)
+    log.info("download finished", url=shown, path=str(target), bytes=size)
     return target
 
 

@@ -1,15 +1,24 @@
 """Default fetcher for bare names (looked up in the store) and ``file://`` URLs (copied).
 
-Bare names follow TorchServe (research §1.5): the file name is the URL's last segment and is
-looked up as ``<store>/<name>``. A workflow must be a file there; a model may also be a
-folder in the store (a ``no-archive`` model) or an absolute folder path. ``file://`` URLs are
-checked against ``allowed_urls`` and copied into a fresh ``<store>/.downloads/<uuid>/`` folder,
-like a download, so the kernel may delete the copy on unregister.
+Bare names follow TorchServe (research §1.5), stricter where it is unsafe: the name is taken
+as it is (never percent-decoded again), must be one plain file name
+(:func:`~plugins.fetchers.common.check_bare_name`) and must resolve inside the store. A
+workflow must be a file there; a model may also be a folder in the store (a ``no-archive``
+model) or an absolute folder path, which is a local URL like ``file://`` and must match
+``allowed_urls`` as ``file://<resolved path>``.
+
+``file://`` URLs: the path is decoded once and resolved (links and ``..`` followed), and the
+rules are matched against ``file://<resolved path>``, so ``%2e%2e`` or a link cannot lead
+out of an allowed prefix. Only a regular file or a folder of regular files is copied, into a
+fresh ``<store>/.downloads/<uuid>/`` folder under a name wfserve chooses, bounded by
+``max_download_size``, ``max_archive_entries`` and ``download_timeout``; the kernel may delete
+the copy on unregister.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlsplit
@@ -20,76 +29,121 @@ from kernel import hookimpl
 from kernel.errors import DownloadFailed
 from kernel.errors import TooLarge
 from kernel.errors import WorkflowNotFound
+from kernel.redact import clip
+from kernel.redact import redact_url
 from kernel.settings import Settings
 from plugins.fetchers.common import check_allowed
+from plugins.fetchers.common import check_bare_name
 from plugins.fetchers.common import check_relative
 from plugins.fetchers.common import discard
 from plugins.fetchers.common import download_dir
-from plugins.fetchers.common import filename
+from plugins.fetchers.common import download_name
+from plugins.fetchers.common import inside
 from plugins.fetchers.common import is_workflow
 from plugins.fetchers.common import missing
 from plugins.fetchers.common import not_found
+from plugins.fetchers.copying import Budget
+from plugins.fetchers.copying import CopyRefused
+from plugins.fetchers.copying import copy_file
+from plugins.fetchers.copying import copy_tree
 
 log = structlog.get_logger(__name__)
 
 
 def resolve_in_store(url: str, store: Path, settings: Settings) -> Path:
-    """The local path of a bare name, by TorchServe's rules.
+    """The local path of a bare name, by TorchServe's rules (see the module docstring).
 
-    :raises WorkflowNotFound: for a workflow: ``..`` in the name, absent, or not a file.
-    :raises ModelNotFound: for a model: empty, ``..`` in the name, or nothing found.
+    :raises WorkflowNotFound: for a workflow: an invalid name, absent, outside the store, or
+        not a file.
+    :raises ModelNotFound: for a model: an invalid name, nothing found, or outside the store.
     """
-    if not url:
-        raise not_found(url, store, settings, "empty url")
-    check_relative(url, store, settings)
-    target = Path(store) / filename(url)
+    if url and not is_workflow(url, store, settings) and Path(url).is_absolute():
+        return _absolute_folder(url, store, settings)
+    name = check_bare_name(url, store, settings)
+    target = Path(store) / name
+    if not target.exists():
+        raise missing(url, store, settings)
+    if not inside(target, Path(store)):
+        raise not_found(url, store, settings,
+                        f"{redact_url(url)} resolves outside the store (a link?)")
     if is_workflow(url, store, settings):
-        if not target.exists():
-            raise missing(url, store, settings)
         if not target.is_file():
             raise WorkflowNotFound(f"Workflow not found at: {url}", url=url)
         return target
-    if target.is_file():
-        return target
-    direct = Path(url)
-    if direct.is_absolute() and direct.is_dir():
-        return direct
-    if target.is_dir():
-        return target
-    raise missing(url, store, settings)
+    return target
+
+
+def _absolute_folder(url: str, store: Path, settings: Settings) -> Path:
+    """A model's absolute folder path: a local URL, so ``allowed_urls`` applies to it."""
+    check_relative(url, store, settings)
+    if "\0" in url:
+        raise missing(url, store, settings)
+    resolved = Path(os.path.realpath(url))
+    check_allowed(f"file://{resolved.as_posix()}", store, settings, shown=url)
+    if not resolved.is_dir():
+        raise missing(url, store, settings)
+    return Path(url)
+
+
+def _file_path(url: str, store: Path, settings: Settings) -> Path:
+    """The resolved local path a ``file://`` URL names, checked against ``allowed_urls``."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.netloc not in ("", "localhost") or not path or "\0" in path:
+        raise not_found(url, store, settings,
+                        f"Given URL {redact_url(url)} does not name a local file")
+    resolved = Path(os.path.realpath(path))
+    check_allowed(f"file://{resolved.as_posix()}", store, settings, shown=url)
+    check_relative(url, store, settings)
+    return resolved
 
 
 def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
-    """Copy the file or folder a ``file://`` URL names into a new download folder.
+    """Copy the regular file or folder a ``file://`` URL names into a new download folder.
 
-    :returns: ``<store>/.downloads/<uuid>/<filename>``.
-    :raises WorkflowNotFound | ModelNotFound: not allowed, or ``..`` in the URL.
-    :raises DownloadFailed: the source is absent or unreadable, or the store is missing.
-    :raises TooLarge: a file over ``max_download_size``.
+    :returns: ``<store>/.downloads/<uuid>/<name>``.
+    :raises WorkflowNotFound | ModelNotFound: not allowed (as resolved), or ``..`` in the URL.
+    :raises DownloadFailed: the source is absent, unreadable, a device, FIFO or link inside a
+        folder; the copy timed out; or the store is missing.
+    :raises TooLarge: over ``max_download_size`` or ``max_archive_entries``.
     """
-    check_allowed(url, store, settings)
-    check_relative(url, store, settings)
-    source = Path(unquote(urlsplit(url).path))
-    failed = f"Failed to download archive from: {url}"
-    if not source.exists():
-        raise DownloadFailed(failed, url=url, reason="no such file")
-    if source.is_file() and source.stat().st_size > settings.max_download_size:
-        raise TooLarge(f"{url} is larger than {settings.max_download_size} bytes",
-                       url=url, limit=settings.max_download_size)
+    source = _file_path(url, store, settings)
+    shown = redact_url(url)
+    failed = f"Failed to download archive from: {shown}"
+    try:
+        mode = source.stat().st_mode
+    except OSError:
+        raise DownloadFailed(failed, url=shown, reason="no such file") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise DownloadFailed(failed, url=shown, reason="not a regular file or folder")
+    if stat.S_ISREG(mode) and source.stat().st_size > settings.max_download_size:
+        raise TooLarge(f"{shown} is larger than {settings.max_download_size} bytes",
+                       url=shown, limit=settings.max_download_size)
     try:
         folder = download_dir(Path(store))
     except OSError as exc:
-        raise DownloadFailed(failed, url=url, reason=str(exc)) from None
-    target = folder / (filename(url) or "archive")
+        raise DownloadFailed(failed, url=shown, reason=clip(exc)) from None
+    target = folder / download_name(url)
+    budget = Budget.lasting(settings.max_download_size, settings.max_archive_entries,
+                            settings.download_timeout)
     try:
-        if source.is_dir():
-            shutil.copytree(source, target, symlinks=True)
+        if stat.S_ISDIR(mode):
+            copy_tree(source, target, budget)
         else:
-            shutil.copyfile(source, target)
+            copy_file(source, target, budget)
+    except CopyRefused as exc:
+        discard(folder)
+        if exc.too_large:
+            raise TooLarge(f"{shown} is {exc}", url=shown,
+                           limit=settings.max_download_size) from None
+        raise DownloadFailed(failed, url=shown, reason=clip(exc)) from None
     except OSError as exc:
         discard(folder)
-        raise DownloadFailed(failed, url=url, reason=str(exc)) from None
-    log.info("archive copied", url=url, path=str(target))
+        raise DownloadFailed(failed, url=shown, reason=clip(exc.strerror or exc)) from None
+    except BaseException:
+        discard(folder)
+        raise
+    log.info("archive copied", url=shown, path=str(target))
     return target
 
 

@@ -9,6 +9,9 @@ serves the same workflows, versions, defaults and node scale.
   are registered. A corrupt snapshot is logged and skipped for the next older one; it is fully
   validated before anything is applied. A workflow that fails to register is logged and the
   rest are restored.
+- URLs are kept with their credentials redacted (as everywhere wfserve shows a URL): a
+  workflow registered from ``https://user:pass@host/x.war`` is restored from its kept
+  download, or skipped with a warning when that is gone.
 - Shutdown writes nothing: the server drains and unregisters everything when it stops, and
   the snapshot must keep what was registered (the API plugin keeps downloaded archives then).
 """
@@ -25,6 +28,8 @@ from kernel import hookimpl
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import scale_node
+from kernel.redact import REDACTED
+from kernel.redact import has_credentials
 from plugins.snapshot.store import CorruptSnapshot
 from plugins.snapshot.store import Entry
 from plugins.snapshot.store import files
@@ -88,6 +93,11 @@ class Snapshotter:
         self.stamp = int(stamp)
         restored = 0
         for e in sorted(entries, key=lambda e: (e.name, not e.default)):
+            if not _restorable(e):
+                log.warning("snapshot workflow skipped: its URL had credentials, which "
+                            "snapshots do not keep, and its download is gone; register it "
+                            "again", workflow=e.name, version=e.version, url=e.url)
+                continue
             try:
                 register_workflow(self.kernel, e.url, e.name, e.version, reuse=e.fetched)
                 for node, values in e.scale.items():
@@ -97,6 +107,15 @@ class Snapshotter:
                 log.error("snapshot workflow not restored", workflow=e.name, version=e.version,
                           url=e.url, error=exc.message)
         log.info("snapshot restored", path=str(path), workflows=restored, of=len(entries))
+
+
+def _restorable(entry: Entry) -> bool:
+    """False for a workflow whose URL was stored redacted and whose kept download is gone:
+    fetching the redacted URL could only fail (or reach the host without credentials)."""
+    if REDACTED not in entry.url or not has_credentials(entry.url):
+        return True
+    kept = entry.fetched.get("")
+    return kept is not None and Path(kept[1]).is_file()
 
 
 #: one per kernel that started up in this process, keyed by ``id(kernel)``

@@ -6,9 +6,11 @@ A snapshot is ``<dir>/snapshot-<20-digit ns timestamp>.json``::
      "workflows": [{"name": "seq_wf", "version": "1.0", "url": "seq_wf.war", "default": true,
                     "scale": {"m1": {"min_workers": 2}}, "fetched": {"": [url, path]}}]}
 
-It is written to a hidden temporary file in the same folder, flushed to disk, then renamed over
-its final name (``os.replace``), so a reader sees a whole snapshot or none. :func:`load` checks
-every field before returning anything; a file that fails is :class:`CorruptSnapshot`.
+Snapshot files are 0600 in a 0700 folder, and hold URLs with their credentials redacted
+(``https://***@host/...``). It is written to a hidden temporary file in the same folder,
+flushed to disk, then renamed over its final name (``os.replace``), so a reader sees a whole
+snapshot or none. :func:`load` checks every field before returning anything; a file that
+fails is :class:`CorruptSnapshot`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from kernel.names import is_valid_name
+
 FORMAT = "wfserve-snapshot"
 VERSION = 1
 PATTERN = re.compile(r"^snapshot-(\d{20})\.json$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 SCALE_KEYS = frozenset({"min_workers", "max_workers", "batch_size", "max_batch_delay"})
 
 
@@ -54,7 +58,7 @@ def files(folder: Path) -> list[Path]:
     """Snapshot files in ``folder``, newest first."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if PATTERN.match(p.name) and p.is_file()]
+    found = [p for p in folder.iterdir() if PATTERN.fullmatch(p.name) and p.is_file()]
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
@@ -65,14 +69,18 @@ def write(folder: Path, entries: list[Entry], *, keep: int, after: int = 0) -> t
         newest file is always the last state written.
     :returns: the file written and its timestamp.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+        folder.chmod(0o700)  # snapshots name URLs and local paths: for the server's user only
     stamp = max(time.time_ns(), after + 1)
     final = folder / f"snapshot-{stamp:020d}.json"
     temp = folder / f".{final.name}.tmp"
     body = {"format": FORMAT, "version": VERSION, "created": stamp / 1e9,
             "workflows": [e.to_json() for e in entries]}
     try:
-        with open(temp, "w", encoding="utf-8") as fh:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(body, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
@@ -121,7 +129,7 @@ def _entry(path: Path, index: int, item: Any) -> Entry:
     if not isinstance(item, dict):
         raise CorruptSnapshot(f"{where} is not an object")
     for key in ("name", "version"):
-        if not isinstance(item.get(key), str) or not NAME.match(item[key]):
+        if not isinstance(item.get(key), str) or not is_valid_name(item[key]):
             raise CorruptSnapshot(f"{where}.{key} is missing or invalid")
     if not isinstance(item.get("url"), str) or not item["url"]:
         raise CorruptSnapshot(f"{where}.url is missing or invalid")

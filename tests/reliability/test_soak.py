@@ -35,5 +35,6 @@ def test_soak_ci(rel_stores, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0)  # its length is WFSERVE_SOAK_MINUTES; the soak stops by itself
 def test_soak_ten_minutes(rel_stores, tmp_path):
     soak(rel_stores, tmp_path, float(os.environ.get("WFSERVE_SOAK_MINUTES", "10")) * 60, "slow")
