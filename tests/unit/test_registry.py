@@ -165,3 +165,28 @@ def test_state_lists_every_version_with_its_default_flag():
     registry.set_default("a", "2.0")
     assert [(e.name, e.version, d) for e, d in registry.state()] == [
         ("a", "1.0", False), ("a", "2.0", True), ("b", "1.0", True)]
+
+
+def test_versions_per_workflow_are_bounded_registered_and_pending():
+    registry = Registry(limit=5, max_versions=2)
+    register(registry, "a", "1.0")
+    with registry.reserving("a", "2.0"):
+        with pytest.raises(Unavailable, match="limit of 2 versions"):
+            registry.check_room("a", "3.0")
+        with pytest.raises(Unavailable, match="limit of 2 versions"):
+            register(registry, "a", "3.0")
+    registry.check_room("a", "2.0")  # released: room again
+
+
+def test_check_room_refuses_before_anything_is_reserved():
+    registry = Registry(limit=1)
+    register(registry, "a", "1.0")
+    with pytest.raises(Conflict):
+        registry.check_room("a", "1.0")
+    with pytest.raises(Unavailable, match="limit of 1 workflows"):
+        registry.check_room("b")
+    registry.check_room("a")  # a new version of a registered name needs no new name
+    with registry.updating("a"), pytest.raises(Conflict):
+        registry.check_room("a", "2.0")
+    with pytest.raises(WorkflowNotFound):
+        registry.check_updatable("b")
