@@ -105,7 +105,8 @@ class KeyStore:
     def _write_locked(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)  # a leftover temporary file keeps its own mode otherwise
         with os.fdopen(fd, "w") as f:
             json.dump(self.as_json(), f, indent=2)
         tmp.replace(self.path)
