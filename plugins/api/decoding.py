@@ -2,6 +2,8 @@
 
 - ``multipart/form-data``: one entry per field, named after the field; a part with its own
   content type is decoded by it (JSON parsed, ``text/*`` to ``str``), a plain field stays bytes.
+  Parsed by :mod:`plugins.api.multipart`, bounded by ``max_multipart_parts`` and
+  ``max_multipart_depth``; a body it cannot take is a 400, never a server error.
 - ``application/x-www-form-urlencoded``: one entry per field, values as bytes.
 - anything else: one entry ``body`` holding the raw bytes decoded by the request's content
   type (JSON parsed, ``text/*`` to ``str``, others bytes). An empty body stays ``b""``.
@@ -12,8 +14,6 @@ adds them, as TorchServe does.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
@@ -21,12 +21,18 @@ from urllib.parse import parse_qsl
 
 from kernel.errors import BadRequest
 from kernel.errors import TooLarge
+from kernel.errors import WfserveError
+from kernel.redact import clip
+from plugins.api.multipart import MultipartLimits
+from plugins.api.multipart import parse_form
 from plugins.serializers.pretty_json import dumps_indent2
 
 if TYPE_CHECKING:
     import falcon
 
 Decoder = Callable[[str, bytes], Any]
+#: the settings' defaults, for callers without settings at hand
+DEFAULT_LIMITS = MultipartLimits()
 
 
 def media_type(content_type: str | None) -> str:
@@ -46,17 +52,20 @@ def decode_value(content_type: str, data: bytes, decode: Decoder) -> Any:
         raise BadRequest(f"Cannot decode the {content_type} body: {exc}") from None
 
 
-def build_row(content_type: str | None, body: bytes, decode: Decoder) -> dict[str, Any]:
+def build_row(content_type: str | None, body: bytes, decode: Decoder,
+              limits: MultipartLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The root input row for a request body.
 
     :param content_type: the request's Content-Type header (may be None).
     :param body: the whole body, already bounded by ``max_request_size``.
     :param decode: ``(media_type, bytes) -> object`` (the serializer hooks' decoder).
+    :param limits: the caps on a ``multipart/form-data`` body (parts, nesting depth).
+    :raises TooLarge: a form of more than ``limits.parts`` parts.
     :raises BadRequest: a malformed form or a body its content type cannot decode.
     """
     kind = media_type(content_type)
     if kind == "multipart/form-data":
-        return _multipart(content_type or "", body, decode)
+        return _multipart(content_type or "", body, decode, limits)
     if kind == "application/x-www-form-urlencoded":
         try:
             text = body.decode("utf-8")
@@ -66,24 +75,33 @@ def build_row(content_type: str | None, body: bytes, decode: Decoder) -> dict[st
     return {"body": decode_value(kind, body, decode)}
 
 
-def _multipart(content_type: str, body: bytes, decode: Decoder) -> dict[str, Any]:
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart() or message.defects:
-        raise BadRequest("Malformed multipart/form-data body")
+def _multipart(content_type: str, body: bytes, decode: Decoder,
+               limits: MultipartLimits) -> dict[str, Any]:
+    try:
+        parts = parse_form(content_type, body, limits)
+    except WfserveError:
+        raise
+    except Exception as exc:  # NOTE: the parser is linear and not recursive; should it still
+        # fail on some input, that input is the client's, and a 400 is the answer
+        raise BadRequest(f"Malformed multipart/form-data body: {clip(exc, 200)}") from None
     row: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
+    for part in parts:
+        if not part.name:
             raise BadRequest("A multipart part has no field name")
-        data = part.get_payload(decode=True) or b""
-        if part.get("content-type") is None:
-            row[str(name)] = data  # a plain field: bytes, as TorchServe's backend gives it
+        if part.content_type is None:
+            row[part.name] = part.data  # a plain field: bytes, as TorchServe's backend gives it
         else:
-            row[str(name)] = decode_value(media_type(part.get_content_type()), data, decode)
+            row[part.name] = decode_value(_part_type(part.content_type), part.data, decode)
     if not row:
         raise BadRequest("The multipart/form-data body has no fields")
     return row
+
+
+def _part_type(content_type: str) -> str:
+    """A part's media type; ``text/plain`` when it is not ``type/subtype`` (as the email
+    package read it)."""
+    kind = media_type(content_type)
+    return kind if kind.count("/") == 1 else "text/plain"
 
 
 def json_pretty(obj: Any) -> bytes:

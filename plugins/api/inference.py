@@ -17,6 +17,7 @@ from plugins.api.decoding import build_row
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import read_body
 from plugins.api.management import find_node
+from plugins.api.multipart import MultipartLimits
 from plugins.api.rescue import RESCUE_KEY
 from plugins.api.rescue import Rescue
 
@@ -41,6 +42,11 @@ class _Predicting:
 
     def _decode(self, content_type: str, data: bytes) -> Any:
         return self.kernel.hooks.serializer(content_type, data).deserialize(data)
+
+    def _row(self, req: falcon.Request, body: bytes) -> dict[str, Any]:
+        """The root input row, a form bounded by ``max_multipart_parts``/``_depth``."""
+        limits = MultipartLimits.from_settings(self.kernel.settings)
+        return build_row(req.content_type, body, self._decode, limits)
 
     def _request(self, req: falcon.Request, row: dict[str, Any]) -> PredictRequest:
         timeout = self.kernel.settings.default_response_timeout
@@ -83,7 +89,7 @@ class WorkflowPrediction(_Predicting):
         registry = self.kernel.registry
         entry = registry.get(name, version)
         body = read_body(req, self.kernel.settings.max_request_size)
-        request = self._request(req, build_row(req.content_type, body, self._decode))
+        request = self._request(req, self._row(req, body))
         write = req.env.get(RESCUE_KEY)
         for _ in range(SWAP_RETRIES):
             try:
@@ -120,7 +126,7 @@ class NodePrediction(_Predicting):
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         entry, node = find_node(self.kernel, name)
         body = read_body(req, self.kernel.settings.max_request_size)
-        row = build_row(req.content_type, body, self._decode)
+        row = self._row(req, body)
         row.update({k: v.encode() for k, v in req.params.items() if isinstance(v, str)})
         request = self._request(req, row)
         output = self._wait(entry.executor.submit_node(node.name, request), request)
