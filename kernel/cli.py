@@ -26,6 +26,7 @@ from kernel.errors import WfserveError
 from kernel.logs import configure_logging
 from kernel.plugins import make_plugin_manager
 from kernel.plugins import plugin_names
+from kernel.redact import redact_url
 from kernel.settings import Settings
 from kernel.settings import load_settings
 from kernel.settings import settings_table
@@ -158,7 +159,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     for name in dag.order:
         node = spec.nodes[name]
-        extra = f" url={node.url}" if node.url else ""
+        extra = f" url={redact_url(node.url)}" if node.url else ""
         children = ", ".join(dag.children(name)) or "(leaf)"
         sys.stdout.write(
             f"{name}: {node.kind}{extra} -> {children}  {node.config.as_properties()}\n"

@@ -17,6 +17,7 @@ from kernel.errors import ModelNotFound
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
 from kernel.lifecycle import update_workflow
+from kernel.redact import redact_url
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import media_type
 from plugins.api.decoding import read_body
@@ -172,7 +173,7 @@ class ModelCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         models = sorted(
-            (f"{e.name}__{n.name}", n.url or "")
+            (f"{e.name}__{n.name}", redact_url(n.url or ""))
             for e in self.kernel.registry.entries()
             for n in e.workflow.spec.models
         )
@@ -204,7 +205,7 @@ class ModelItem:
         body: dict[str, Any] = {"modelName": name, "modelVersion": (archive and archive.version)
                                 or "1.0"}
         if node.url:
-            body["modelUrl"] = node.url
+            body["modelUrl"] = redact_url(node.url)
         body.update({
             "runtime": "python",
             "minWorkers": c.min_workers,

@@ -29,7 +29,8 @@ MAX_DOWNLOAD = 1_000_000
 
 
 class Origin(http.server.BaseHTTPRequestHandler):
-    """``/redirect?to=URL``: 302; a path holding ``missing``: 404; any other: the seq war."""
+    """``/redirect?to=URL``: 302; a path holding ``missing``: 404; ``*.mar``: m1's archive;
+    any other: the seq war."""
 
     def do_GET(self):
         self.server.seen.append(self.path)
@@ -42,7 +43,7 @@ class Origin(http.server.BaseHTTPRequestHandler):
         if "missing" in self.path:
             self.send_error(404)
             return
-        body = self.server.war.read_bytes()
+        body = (self.server.mar if self.path.endswith(".mar") else self.server.war).read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -52,9 +53,9 @@ class Origin(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def start_recorder(war):
+def start_recorder(stores):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    httpd.seen, httpd.war = [], war
+    httpd.seen, httpd.war, httpd.mar = [], stores.seq_war, stores.model_store / "m1.mar"
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
 
@@ -77,7 +78,7 @@ def root(peer_stores, tmp_path_factory):
 @pytest.fixture(scope="module")
 def web(root, peer_stores):
     """The allowed origin, an internal server no rule allows, and a proxy."""
-    servers = {k: start_recorder(peer_stores.seq_war) for k in ("origin", "internal", "proxy")}
+    servers = {k: start_recorder(peer_stores) for k in ("origin", "internal", "proxy")}
     yield {k: (f"http://127.0.0.1:{s.server_address[1]}", s.seen) for k, s in servers.items()}
     for s in servers.values():
         s.shutdown()
@@ -239,6 +240,24 @@ def test_url_credentials_are_redacted_everywhere(server, root, web):
     assert all(SECRET not in f.read_text() for f in files)
     assert SECRET not in server.log()
     assert mgmt(server, "DELETE", "/workflows/cred").status_code == 200
+
+
+def test_model_url_credentials_are_redacted(server, root, web, tmp_path):
+    with_password = web["origin"][0].replace("http://", f"http://user:{SECRET}@")
+    spec = tmp_path / "credmodel.yaml"
+    spec.write_text(f"models:\n  m1:\n    url: {with_password}/m1.mar\n"
+                    "dag:\n  pre: [m1]\n  m1: [post]\n")
+    war = build_war(tmp_path, "credmodel", spec_file=spec)
+    shutil.copy(war, root / "allowed" / war.name)
+    r = register(server, url=f"file://{root}/allowed/{war.name}")
+    assert r.status_code == 200, r.text
+    shown = web["origin"][0].replace("http://", "http://***@") + "/m1.mar"
+    assert mgmt(server, "GET", "/models/credmodel__m1").json()[0]["modelUrl"] == shown
+    listed = mgmt(server, "GET", "/models").json()["models"]
+    assert {"modelName": "credmodel__m1", "modelUrl": shown} in listed
+    assert SECRET not in server.log()
+    assert all(SECRET not in f.read_text() for f in (root / "snapshots").iterdir())
+    assert mgmt(server, "DELETE", "/workflows/credmodel").status_code == 200
 
 
 def test_restore_reuses_a_redacted_download_and_checks_every_url(root, web, tmp_path):
