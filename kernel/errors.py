@@ -5,12 +5,24 @@ Every error is a :class:`WfserveError` carrying a human message plus structured 
 ``ts_type`` is the exception name TorchServe 0.12.0 puts in the ``type`` field of its JSON error
 body for the same outcome; the API plugin maps classes to HTTP statuses in one place, and never
 the raising code.
+
+No error carries megabytes: the message, and any text field, longer than :data:`MESSAGE_LIMIT`
+is cut there (:func:`kernel.redact.clip`), whatever outside text went into it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 from typing import ClassVar
+
+from kernel.redact import clip
+
+#: the longest message, or text field, an error keeps (what is longer is clipped)
+MESSAGE_LIMIT = 4096
+
+
+def _bounded(value: Any) -> Any:
+    return clip(value, MESSAGE_LIMIT) if isinstance(value, str) else value
 
 
 class WfserveError(Exception):
@@ -19,9 +31,10 @@ class WfserveError(Exception):
     ts_type: ClassVar[str] = "InternalServerException"
 
     def __init__(self, message: str, *, ts_type: str | None = None, **fields: Any) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.fields: dict[str, Any] = fields
+        self.fields: dict[str, Any] = {k: _bounded(v) for k, v in fields.items()}
         if ts_type is not None:
             self.ts_type = ts_type  # type: ignore[misc]  # per-instance override
 

@@ -13,7 +13,6 @@ The kind (``war``/``mar``) is the manifest the archive holds; a file named ``.wa
 
 from __future__ import annotations
 
-import tarfile
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,7 @@ import structlog
 from kernel import hookimpl
 from kernel.contracts import Archive
 from kernel.contracts import ArchiveKind
+from kernel.redact import clip
 from kernel.settings import Settings
 from plugins.archives.extract import Limits
 from plugins.archives.extract import bad
@@ -34,6 +34,7 @@ from plugins.archives.manifest import MANIFESTS
 from plugins.archives.manifest import find_root
 from plugins.archives.manifest import kind_of
 from plugins.archives.manifest import to_archive
+from plugins.archives.sniff import sniff
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +47,9 @@ def detect_format(path: Path) -> Format | None:
     """How ``path`` is stored, or None when it is not an archive this plugin knows.
 
     ``.war``/``.mar``/``.zip`` are zip by name (whatever their bytes); ``.tar.gz``, ``.tgz``,
-    ``.tar`` are tar by name; any other file is recognised by its first bytes.
+    ``.tar`` are tar by name; any other file is recognised by its first bytes
+    (:func:`plugins.archives.sniff.sniff`: magic numbers and at most one tar header, never
+    ``tarfile``, which would read a long name before any cap).
     """
     if path.is_dir():
         return "folder" if find_root(path) is not None else None
@@ -55,30 +58,14 @@ def detect_format(path: Path) -> Format | None:
         return "zip"
     if name.endswith(_TAR_SUFFIXES):
         return "tar"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError:
-        return None
-    if head.startswith(b"PK"):
-        return "zip"
-    if head.startswith(b"\x1f\x8b") or _is_tar(path):
-        return "tar"
-    return None
-
-
-def _is_tar(path: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
-        return False
+    return sniff(path)
 
 
 def _check_file(path: Path, fmt: Format) -> None:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise bad(path, f"cannot be read ({exc.strerror or exc})") from None
+        raise bad(path, f"cannot be read ({clip(exc.strerror or exc)})") from None
     if size == 0:
         raise bad(path, "empty file")
     if fmt == "zip" and not zipfile.is_zipfile(path):
@@ -116,7 +103,7 @@ def open_archive(path: Path, workdir: Path, limits: Limits | None = None) -> Arc
     except BaseException:
         clear_new(workdir, before)
         raise
-    log.debug("archive opened", path=str(path), kind=archive.kind, name=archive.name,
+    log.debug("archive opened", path=str(path), kind=archive.kind, name=clip(archive.name),
               format=fmt)
     return archive
 

@@ -5,6 +5,10 @@ and of drive letters; only regular files and folders are accepted (no symlinks, 
 devices or FIFOs); the entry count and the total uncompressed size are capped, and the size is
 counted again while copying so that a lying header cannot exceed it. Files are created with
 ``open(..., "xb")`` under the target folder only, never through ``extractall``.
+
+Headers are capped before the libraries read what they announce: a zip's central directory is
+checked first (:mod:`plugins.archives.zipdir`), a tar's extended headers as they come
+(:mod:`plugins.archives.headers`). Entry names and exception texts are clipped in messages.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import IO
 
-from kernel.errors import BadArchive
-from kernel.errors import TooLarge
+from kernel.redact import clip
 from kernel.settings import Settings
+from plugins.archives.headers import open_tar
+from plugins.archives.refuse import bad
+from plugins.archives.refuse import too_large
+from plugins.archives.zipdir import check_zip
 
 _CHUNK = 1024 * 1024
 
@@ -51,24 +58,14 @@ class _Budget:
     def entry(self) -> None:
         self.entries += 1
         if self.entries > self.limits.max_entries:
-            raise TooLarge(
-                f"{self.source.name} has more than {self.limits.max_entries} entries",
-                path=str(self.source), reason="too many entries", limit=self.limits.max_entries,
-            )
+            raise too_large(self.source, f"has more than {self.limits.max_entries} entries",
+                            reason="too many entries", limit=self.limits.max_entries)
 
     def add(self, size: int) -> None:
         self.size += size
         if self.size > self.limits.max_size:
-            raise TooLarge(
-                f"{self.source.name} expands to more than {self.limits.max_size} bytes",
-                path=str(self.source), reason="uncompressed size over the limit",
-                limit=self.limits.max_size,
-            )
-
-
-def bad(source: Path, reason: str) -> BadArchive:
-    """A ``BadArchive`` whose message names the file and the reason."""
-    return BadArchive(f"{source.name}: {reason}", path=str(source), reason=reason)
+            raise too_large(self.source, f"expands to more than {self.limits.max_size} bytes",
+                            reason="uncompressed size over the limit", limit=self.limits.max_size)
 
 
 def safe_target(root: Path, name: str, source: Path) -> Path:
@@ -78,16 +75,16 @@ def safe_target(root: Path, name: str, source: Path) -> Path:
         path or an empty name.
     """
     if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise bad(source, f"unsafe entry {name!r}: absolute path")
+        raise bad(source, f"unsafe entry {clip(name)!r}: absolute path")
     if "\\" in name:
-        raise bad(source, f"unsafe entry {name!r}: backslash in path")
+        raise bad(source, f"unsafe entry {clip(name)!r}: backslash in path")
     parts = PurePosixPath(name).parts
     if ".." in parts:
-        raise bad(source, f"unsafe entry {name!r}: path contains '..'")
+        raise bad(source, f"unsafe entry {clip(name)!r}: path contains '..'")
     target = root.joinpath(*[p for p in parts if p != "."]) if parts else root
     resolved_root = root.resolve()
     if not target.resolve().is_relative_to(resolved_root):  # a symlinked parent, whatever
-        raise bad(source, f"unsafe entry {name!r}: escapes the target folder")
+        raise bad(source, f"unsafe entry {clip(name)!r}: escapes the target folder")
     return target
 
 
@@ -108,11 +105,12 @@ def extract_zip(source: Path, root: Path, limits: Limits) -> None:
     """Extract the zip file ``source`` into ``root`` safely (see the module docstring).
 
     :raises BadArchive: not a zip, truncated or corrupt, or an unsafe entry.
-    :raises TooLarge: past ``limits``.
+    :raises TooLarge: past ``limits`` (the entry count before ``ZipFile`` reads the directory).
     """
     declared = _Budget(source, limits)
     budget = _Budget(source, limits)
     try:
+        check_zip(source, limits.max_entries)
         with zipfile.ZipFile(source) as zf:
             infos = zf.infolist()
             for info in infos:  # every check before the first byte is written
@@ -121,7 +119,7 @@ def extract_zip(source: Path, root: Path, limits: Limits) -> None:
                 mode = info.external_attr >> 16  # Unix mode; its type bits may be 0
                 if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                     kind = "symlink" if stat.S_ISLNK(mode) else "special file"
-                    raise bad(source, f"unsafe entry {info.filename!r}: {kind}")
+                    raise bad(source, f"unsafe entry {clip(info.filename)!r}: {kind}")
                 safe_target(root, info.filename, source)
             for info in infos:
                 target = safe_target(root, info.filename, source)
@@ -131,11 +129,11 @@ def extract_zip(source: Path, root: Path, limits: Limits) -> None:
                 with zf.open(info) as src:
                     _copy_stream(src, target, budget, info.file_size)
     except zipfile.BadZipFile as exc:
-        raise bad(source, f"not a valid zip file ({exc})") from None
+        raise bad(source, f"not a valid zip file ({clip(exc)})") from None
     except FileExistsError as exc:
-        raise bad(source, f"duplicate entry {Path(exc.filename or '').name!r}") from None
+        raise bad(source, f"duplicate entry {clip(Path(exc.filename or '').name)!r}") from None
     except (OSError, EOFError, NotImplementedError, RuntimeError) as exc:
-        raise bad(source, f"cannot be read ({exc})") from None
+        raise bad(source, f"cannot be read ({clip(exc)})") from None
 
 
 def _tar_members(tf: tarfile.TarFile, budget: _Budget, source: Path) -> Iterator[tarfile.TarInfo]:
@@ -143,7 +141,7 @@ def _tar_members(tf: tarfile.TarFile, budget: _Budget, source: Path) -> Iterator
         budget.entry()
         if not (member.isfile() or member.isdir()):
             kind = "symlink" if member.issym() else "link" if member.islnk() else "special file"
-            raise bad(source, f"unsafe entry {member.name!r}: {kind}")
+            raise bad(source, f"unsafe entry {clip(member.name)!r}: {kind}")
         yield member
 
 
@@ -151,14 +149,15 @@ def extract_tar(source: Path, root: Path, limits: Limits) -> None:
     """Extract the tar (gzip, bzip2, xz or plain) file ``source`` into ``root`` safely.
 
     Members are checked one by one as the stream is read, so a huge or hostile archive is
-    refused before it is fully read.
+    refused before it is fully read; extended headers (long names, pax) are capped before
+    they are read (:mod:`plugins.archives.headers`).
 
     :raises BadArchive: not a tar, truncated or corrupt, or an unsafe entry.
     :raises TooLarge: past ``limits``.
     """
     budget = _Budget(source, limits)
     try:
-        with tarfile.open(source, "r:*") as tf:
+        with open_tar(source) as tf:
             for member in _tar_members(tf, budget, source):
                 target = safe_target(root, member.name, source)
                 if member.isdir():
@@ -166,15 +165,15 @@ def extract_tar(source: Path, root: Path, limits: Limits) -> None:
                     continue
                 src = tf.extractfile(member)
                 if src is None:  # pragma: no cover - isfile() members always have data
-                    raise bad(source, f"entry {member.name!r} has no data")
+                    raise bad(source, f"entry {clip(member.name)!r} has no data")
                 with src:
                     _copy_stream(src, target, budget, member.size)
     except tarfile.TarError as exc:
-        raise bad(source, f"not a valid tar.gz file ({exc})") from None
+        raise bad(source, f"not a valid tar.gz file ({clip(exc)})") from None
     except FileExistsError as exc:
-        raise bad(source, f"duplicate entry {Path(exc.filename or '').name!r}") from None
+        raise bad(source, f"duplicate entry {clip(Path(exc.filename or '').name)!r}") from None
     except (OSError, EOFError) as exc:
-        raise bad(source, f"cannot be read ({exc})") from None
+        raise bad(source, f"cannot be read ({clip(exc)})") from None
 
 
 def copy_folder(source: Path, root: Path, limits: Limits) -> None:
@@ -196,9 +195,9 @@ def copy_folder(source: Path, root: Path, limits: Limits) -> None:
                     _copy_stream(src, root / relative, budget, path.stat().st_size)
             else:
                 kind = "symlink" if stat.S_ISLNK(mode) else "special file"
-                raise bad(source, f"unsafe entry {relative!r}: {kind}")
+                raise bad(source, f"unsafe entry {clip(relative)!r}: {kind}")
     except OSError as exc:
-        raise bad(source, f"cannot be read ({exc.strerror or exc})") from None
+        raise bad(source, f"cannot be read ({clip(exc.strerror or exc)})") from None
 
 
 def clear_new(workdir: Path, before: set[str]) -> None:

@@ -18,6 +18,7 @@ from kernel.contracts import Archive
 from kernel.contracts import ArchiveKind
 from kernel.errors import BadArchive
 from kernel.errors import InvalidWorkflow
+from kernel.redact import clip
 
 WAR_MANIFEST = "WAR-INF/MANIFEST.json"
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"
@@ -58,12 +59,12 @@ def read_manifest(root: Path, kind: ArchiveKind, source: Path) -> dict[str, Any]
         raise BadArchive(f"{source.name}: no {name} in the archive", path=str(source),
                          reason=f"missing {name}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadArchive(f"{source.name}: cannot read {name} ({exc})", path=str(source),
+        raise BadArchive(f"{source.name}: cannot read {name} ({clip(exc)})", path=str(source),
                          reason=f"unreadable {name}") from None
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadArchive(f"{source.name}: {name} is not valid JSON ({exc})", path=str(source),
+        raise BadArchive(f"{source.name}: {name} is not valid JSON ({clip(exc)})", path=str(source),
                          reason=f"{name} is not valid JSON") from None
     if not isinstance(manifest, dict):
         raise BadArchive(f"{source.name}: {name} is not a JSON object", path=str(source),
@@ -81,8 +82,9 @@ def _file(section: Mapping[str, Any], key: str, source: Path) -> str | None:
     file_part = value.split(":", 1)[0]
     parts = PurePosixPath(file_part).parts
     if file_part.startswith(("/", "\\")) or ".." in parts or "\\" in file_part:
-        raise BadArchive(f"{source.name}: manifest field {key} names an unsafe path {value!r}",
-                         path=str(source), reason=f"unsafe {key}")
+        raise BadArchive(
+            f"{source.name}: manifest field {key} names an unsafe path {clip(value)!r}",
+            path=str(source), reason=f"unsafe {key}")
     return value
 
 
