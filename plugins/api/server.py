@@ -28,6 +28,7 @@ from kernel.logs import configure_logging
 from plugins.api.app import bound_address
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
+from plugins.api.bounded import Bounds
 from plugins.api.logbatch import BatchedSink
 from plugins.api.worker import worker_class
 
@@ -102,7 +103,8 @@ class WfserveApplication(BaseApplication):
         self.cfg.set("bind", self.binds)
         self.cfg.set("workers", 1)
         self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
-                                                  settings.http_linger_ms / 1000))
+                                                  settings.http_linger_ms / 1000,
+                                                  Bounds.from_settings(settings)))
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
         self.cfg.set("worker_exit", self._worker_exit)

@@ -8,6 +8,20 @@ socket gets a kernel receive timeout (``SO_RCVTIMEO``, which Python's ``setblock
 leaves alone): a read that waits longer than ``request_read_timeout`` fails and the
 connection is closed.
 
+Bounded bodies and answers (:mod:`plugins.api.bounded`): ``wsgi.input`` is wrapped in a
+:class:`~plugins.api.bounded.BoundedInput` (total body time, minimum average rate) and the
+answer's write is bounded by ``response_write_timeout``, both enforced by one watchdog thread
+that shuts a late connection's socket down.
+
+Closing instead of draining: an answer started before the request body was read to its end
+(a refused token, a 404, a 413 from Content-Length, a body read past its bounds) closes the
+connection: gunicorn then sends ``Connection: close`` and does not drain the rest of the body
+before the next request (its drain asks the socket for 1 KiB at a time and waits for all of
+it, so a client dripping a byte a second held the thread for as long as it dripped; an app's
+own ``Connection`` header is dropped by gunicorn, so ``resp.force_close()`` is what counts).
+After that answer the socket is shut both ways on the HTTP thread, so gunicorn's graceful
+close (on its main thread, reading for up to 2 s) finds nothing left to wait for.
+
 Lingering: after a keep-alive answer, stock gthread hands the connection back to its main
 thread's poller, which hands the next request to a pool thread again: two thread wake-ups
 per request, each ~50 us on a 2-core VM where the other core sleeps. A client that sends its
@@ -24,10 +38,17 @@ import functools
 import select
 import socket
 import struct
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from plugins.api.bounded import BoundedInput
+from plugins.api.bounded import Bounds
+from plugins.api.bounded import Watchdog
+from plugins.api.bounded import context_of
+from plugins.api.bounded import write_alarm
 from plugins.api.rescue import RESCUE_KEY
 from plugins.api.rescue import write_answer
 
@@ -53,26 +74,74 @@ def readable(sock: socket.socket, seconds: float) -> bool:
         return False
 
 
+def body_length(environ: dict[str, Any]) -> int | None:
+    """The request body's length: Content-Length, 0 without one, None when chunked."""
+    coding = environ.get("HTTP_TRANSFER_ENCODING")
+    if coding and "chunked" in coding.lower():
+        return None
+    try:
+        return max(0, int(environ.get("CONTENT_LENGTH") or 0))
+    except ValueError:
+        return 0
+
+
+def close_after(start_response: Callable[..., Any]) -> None:
+    """Have gunicorn close the connection after this answer (``Connection: close``), without
+    draining the request body first. NOTE: gunicorn's ``Response.force_close``, reached
+    through the bound ``start_response`` it passes; an app's Connection header is ignored."""
+    force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if force_close is not None:
+        force_close()
+
+
+def drop(sock: socket.socket) -> None:
+    """End the connection after its answer: shut both ways (FIN after the answer; the rest
+    of an unread body is not waited for)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 class TimedThreadWorker(ThreadWorker):
-    """gthread, with :func:`bound_reads` on every connection and lingering keep-alives; the
-    WSGI environ carries :data:`~plugins.api.rescue.RESCUE_KEY`, a writer of one answer to
-    the request's socket from another thread (:mod:`plugins.api.rescue`)."""
+    """gthread, with :func:`bound_reads` on every connection, bounded bodies and answers,
+    no body drain after an early answer, and lingering keep-alives; the WSGI environ carries
+    :data:`~plugins.api.rescue.RESCUE_KEY`, a writer of one answer to the request's socket
+    from another thread (:mod:`plugins.api.rescue`)."""
 
     read_timeout: float = 30.0
     linger: float = LINGER_S
+    bounds: Bounds = Bounds()
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        app = self.wsgi
+        self.wsgi = self.bounded(self.wsgi)
 
-        def with_rescue(environ: dict[str, Any], start_response: Any) -> Any:
+    def bounded(self, app: Callable[..., Any]) -> Callable[..., Any]:
+        """``app`` with the rescue writer, :class:`BoundedInput` and the write bound, for
+        plain HTTP/1.x requests (not TLS, not HTTP/2: their sockets are shared or wrapped)."""
+        watchdog = self.watchdog = Watchdog().start()
+        exchange = self.exchange = threading.local()
+        bounds = self.bounds
+
+        def serve(environ: dict[str, Any], start_response: Any) -> Any:
             sock = environ.get("gunicorn.socket")
-            if (sock is not None and environ.get("wsgi.url_scheme") == "http"
-                    and str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1")):
-                environ[RESCUE_KEY] = functools.partial(write_answer, sock)  # not TLS, not h2
-            return app(environ, start_response)
+            if (sock is None or environ.get("wsgi.url_scheme") != "http"
+                    or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1")):
+                return app(environ, start_response)
+            environ[RESCUE_KEY] = functools.partial(write_answer, sock)
+            context = context_of(environ)
+            body = exchange.body = environ["wsgi.input"] = BoundedInput(
+                environ["wsgi.input"], body_length(environ), sock, bounds, watchdog, context)
 
-        self.wsgi = with_rescue
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None
+                      ) -> Any:
+                if not body.finished:
+                    close_after(start_response)
+                watchdog.swap(write_alarm(sock, bounds, context))
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        return serve
 
     def enqueue_req(self, conn: Any) -> None:
         if not getattr(conn, "reads_bound", False):
@@ -82,11 +151,22 @@ class TimedThreadWorker(ThreadWorker):
 
     def handle(self, conn: Any) -> Any:
         """Serve ``conn``'s requests while the next one arrives within :attr:`linger`."""
-        keepalive = super().handle(conn)
+        keepalive = self._handle_one(conn)
         while keepalive is True and self._may_linger() and (
                 conn.parser.unreader.buf.getvalue() or readable(conn.sock, self.linger)):
-            keepalive = super().handle(conn)
+            keepalive = self._handle_one(conn)
         return keepalive
+
+    def _handle_one(self, conn: Any) -> Any:
+        """One request: gunicorn's ``handle``, then the answer's write bound is lifted and a
+        connection whose body was left unread is shut (see the module docstring)."""
+        try:
+            return super().handle(conn)
+        finally:
+            self.watchdog.swap(None)
+            body = self.exchange.__dict__.pop("body", None)
+            if body is not None and not body.finished:
+                drop(conn.sock)
 
     def _may_linger(self) -> bool:
         """Only while running and no connection waits for a thread."""
@@ -94,7 +174,10 @@ class TimedThreadWorker(ThreadWorker):
         return self.alive and self.linger > 0 and queued is not None and queued.empty()
 
 
-def worker_class(read_timeout: float, linger: float = LINGER_S) -> type[TimedThreadWorker]:
-    """A :class:`TimedThreadWorker` bound to ``read_timeout`` and ``linger`` seconds."""
+def worker_class(read_timeout: float, linger: float = LINGER_S,
+                 bounds: Bounds | None = None) -> type[TimedThreadWorker]:
+    """A :class:`TimedThreadWorker` bound to ``read_timeout`` and ``linger`` seconds and to
+    ``bounds`` (the body and answer time bounds; the defaults of :class:`Bounds` if None)."""
     return type("WfserveWorker", (TimedThreadWorker,),
-                {"read_timeout": float(read_timeout), "linger": float(linger)})
+                {"read_timeout": float(read_timeout), "linger": float(linger),
+                 "bounds": bounds or Bounds(read_timeout=float(read_timeout))})

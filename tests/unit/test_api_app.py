@@ -1,7 +1,9 @@
 """The API plugin in process (falcon.testing) with fake fetch/archive/executor plugins."""
 
 import concurrent.futures
+import io
 import json
+import socket
 import textwrap
 from pathlib import Path
 
@@ -20,6 +22,14 @@ from plugins.api.app import AddressDispatch
 from plugins.api.app import bound_address
 from plugins.api.app import create_app
 from plugins.api.app import create_wsgi
+from plugins.api.bounded import Alarm
+from plugins.api.bounded import BodyTimeout
+from plugins.api.bounded import BodyTooSlow
+from plugins.api.bounded import BoundedInput
+from plugins.api.bounded import Bounds
+from plugins.api.bounded import Watchdog
+from plugins.api.worker import body_length
+from plugins.api.worker import close_after
 
 SPEC = textwrap.dedent("""
     models:
@@ -331,3 +341,102 @@ def test_create_wsgi_builds_one_app_per_address(tmp_path):
           (("inference", ("127.0.0.2", 8080)), ("management", ("127.0.0.1", 8080)))}
     assert on["inference"].simulate_get("/workflows").status_code == 404
     assert on["management"].simulate_get("/workflows").status_code == 200
+
+
+# -- bounded request bodies (plugins/api/bounded.py); over HTTP: tests/reliability/test_slow_clients
+
+
+@pytest.fixture
+def pair():
+    """A connected socket pair: (the server's end, the client's end)."""
+    server, client = socket.socketpair()
+    server.settimeout(10)  # NOTE: a watchdog that never fires fails the test, never hangs it
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_bounded_input_reads_whole_bodies_and_knows_when_they_end(pair):
+    sock, _ = pair
+    lenient = Bounds(body_timeout=60, read_timeout=30, min_rate=0)
+    body = BoundedInput(io.BytesIO(b"abc\ndef\nrest"), 12, sock, lenient, Watchdog())
+    assert not body.finished
+    assert body.readline() == b"abc\n" and list(body) == [b"def\n", b"rest"]
+    assert body.finished and body.read() == b""
+    chunked = BoundedInput(io.BytesIO(b"x" * 10_000), None, sock, lenient, Watchdog())
+    assert chunked.read(4) == b"xxxx" and not chunked.finished
+    assert chunked.read() == b"x" * 9_996 and chunked.finished
+    empty = BoundedInput(io.BytesIO(b""), 0, sock, lenient, Watchdog())
+    assert empty.finished and empty.read() == b"" and empty.readlines() == []
+
+
+def test_a_body_past_its_deadline_fails_and_shuts_the_socket_for_reading(pair):
+    sock, client = pair
+    client.sendall(b"queued")
+    late = BoundedInput(io.BytesIO(b"data"), 4, sock, Bounds(body_timeout=0.0, min_rate=0),
+                        Watchdog())
+    with pytest.raises(BodyTimeout):
+        late.read()
+    assert late.failed and not late.finished
+    with pytest.raises(Exception, match="could not be read earlier"):
+        late.read()
+    assert sock.recv(100) == b"queued" and sock.recv(100) == b""  # shut for reading
+
+
+def test_the_watchdog_cuts_a_blocked_read_at_the_body_timeout(pair):
+    sock, client = pair
+    client.sendall(b"12")  # of 100 announced bytes, then nothing more
+    stream = sock.makefile("rb", buffering=0)
+    watchdog = Watchdog(tick=0.01).start()
+    body = BoundedInput(stream, 100, sock, Bounds(body_timeout=0.2, min_rate=0), watchdog)
+    with pytest.raises(BodyTimeout):
+        while body.read(100):
+            pass
+    assert watchdog.swap(None) is None  # nothing left armed
+
+
+def test_the_minimum_rate_applies_once_the_read_timeout_has_passed(pair):
+    sock, _ = pair
+    stream = sock.makefile("rb", buffering=0)
+    slow = BoundedInput(stream, 100, sock, Bounds(body_timeout=60, read_timeout=0.1,
+                                                 min_rate=1_000_000), Watchdog(tick=0.01).start())
+    with pytest.raises(BodyTooSlow):
+        slow.read()
+
+
+def test_a_read_keeps_an_alarm_already_armed_on_its_thread(pair):
+    sock, _ = pair
+    watchdog = Watchdog()
+    outer = Alarm(float("inf"), sock, socket.SHUT_RDWR, "outer", {})
+    watchdog.swap(outer)
+    body = BoundedInput(io.BytesIO(b"abc"), 3, sock, Bounds(), watchdog)
+    assert body.read() == b"abc"
+    assert watchdog.swap(None) is outer
+    assert watchdog.fire_expired(float("inf")) == []
+
+
+def test_bounds_from_settings_take_a_timeout_of_zero_as_none():
+    bounds = Bounds.from_settings(Settings(request_body_timeout=0, response_write_timeout=-1,
+                                           request_min_rate=0, request_read_timeout=5))
+    assert bounds == Bounds(float("inf"), 5.0, 0, float("inf"))
+    assert Bounds.from_settings(Settings()) == Bounds(60.0, 30.0, 1024, 30.0)
+
+
+def test_body_length_and_closing_after_an_early_answer():
+    assert body_length({"CONTENT_LENGTH": "12"}) == 12
+    assert body_length({}) == 0 and body_length({"CONTENT_LENGTH": "x"}) == 0
+    assert body_length({"HTTP_TRANSFER_ENCODING": "gzip, Chunked"}) is None
+
+    class Response:
+        closed = False
+
+        def force_close(self):
+            self.closed = True
+
+        def start_response(self, status, headers, exc_info=None):
+            pass
+
+    resp = Response()
+    close_after(resp.start_response)
+    assert resp.closed
+    close_after(lambda *a: None)  # another server's start_response: nothing to do
