@@ -10,18 +10,16 @@
 
 Every client here is on loopback, dripping from a bounded loop that stops by itself; the
 tests wait on events and polled conditions with deadlines, never on timings. A hang fails
-the test through :func:`per_test_timeout`.
+the test through pytest-timeout (90 s a test).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,13 +30,12 @@ from tests.archives import build_war
 from tests.helpers import WfserveServer
 from tests.reliability.procs import server_tracebacks
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 THREADS = 4
 READ_TIMEOUT = 2.0
 BODY_TIMEOUT = 5.0
 MIN_RATE = 2000  # bytes per second
 WRITE_TIMEOUT = 3.0
-TEST_TIMEOUT_S = 90  # a hang fails the test (SIGALRM) instead of holding the run
 ANSWER_WITHIN_S = 25.0  # a bound on "keeps answering", not a performance figure
 BIG_ANSWER = 6_000_000  # bytes: more than loopback's socket buffers hold (~3 MB)
 BIG_HANDLER = '''
@@ -63,21 +60,6 @@ def post(data, context):
     return [{"pad": "x" * int(_load(row.get("body"))["size"])} for row in data]
 '''
 BIG_SPEC = "models:\n  min-workers: 1\ndag:\n  pre: [post]\n"
-
-
-@pytest.fixture(autouse=True)
-def per_test_timeout() -> Iterator[None]:
-    """Fail (not hang) a test that runs past :data:`TEST_TIMEOUT_S`."""
-    def expired(signum: int, frame: object) -> None:
-        raise TimeoutError(f"test ran past {TEST_TIMEOUT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TEST_TIMEOUT_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def build_big_wf(store: Path, workdir: Path) -> None:
