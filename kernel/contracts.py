@@ -82,6 +82,21 @@ class LoadContext:
 
 
 @dataclass
+class ResponseMeta:
+    """What a handler set for one row's answer through its ``context``
+    (``set_response_status``, ``set_response_content_type``, ``set_response_header``).
+
+    Read by the API for a node called alone (``/predictions/{wf}__{node}``), where TorchServe
+    answers with them; inside a workflow they are ignored, as in TorchServe. ``headers``
+    keeps the names as the handler wrote them.
+    """
+
+    status: int | None = None
+    phrase: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class PredictRequest:
     """One inference request as the executor receives it.
 
@@ -100,6 +115,8 @@ class PredictRequest:
     deadline: float | None = None
     run_here: bool = False
     on_future: Callable[[concurrent.futures.Future[Any]], None] | None = None
+    #: what the handlers set for the answer (executors hand it to every RowMeta they make)
+    response: ResponseMeta = field(default_factory=ResponseMeta)
 
 
 @dataclass
@@ -122,10 +139,12 @@ class PredictResult:
 
 @dataclass(frozen=True)
 class RowMeta:
-    """Per-row request data a handler may read through TorchServe's ``context``."""
+    """Per-row request data a handler may read through TorchServe's ``context``, and the
+    :class:`ResponseMeta` it may fill (shared with the request that made the row)."""
 
     request_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    response: ResponseMeta = field(default_factory=ResponseMeta)
 
 
 @runtime_checkable

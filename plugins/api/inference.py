@@ -1,4 +1,5 @@
-"""Inference API resources (port 8080): ``/wfpredict``, ``/predictions`` on a node, ``/ping``."""
+"""Inference API resources (port 8080): ``/wfpredict`` and ``/ping``; ``/predictions`` on a node
+is :mod:`plugins.api.model_call`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from kernel.errors import WfserveError
 from plugins.api.decoding import build_row
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import read_body
-from plugins.api.management import find_node
 from plugins.api.multipart import MultipartLimits
 from plugins.api.rescue import RESCUE_KEY
 from plugins.api.rescue import Rescue
@@ -32,7 +32,7 @@ GRACE = 1.0
 SWAP_RETRIES = 3
 
 
-class _Predicting:
+class Predicting:
     """Shared by the two prediction resources: decode, submit, wait with a deadline."""
 
     __slots__ = ("kernel",)
@@ -73,7 +73,7 @@ class _Predicting:
         resp.data = data
 
 
-class WorkflowPrediction(_Predicting):
+class WorkflowPrediction(Predicting):
     """``/wfpredict/{name}`` (the default version) and ``/wfpredict/{name}/{version}``: any
     method, as TorchServe; query parameters are not inputs.
 
@@ -116,23 +116,6 @@ class WorkflowPrediction(_Predicting):
         self._send(resp, entry.executor.render(result))
 
     on_get = on_put = on_patch = on_delete = on_post
-
-
-class NodePrediction(_Predicting):
-    """``/predictions/{wf}__{node}``: run one node of a workflow, query parameters included."""
-
-    __slots__ = ()
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        entry, node = find_node(self.kernel, name)
-        body = read_body(req, self.kernel.settings.max_request_size)
-        row = self._row(req, body)
-        row.update({k: v.encode() for k, v in req.params.items() if isinstance(v, str)})
-        request = self._request(req, row)
-        output = self._wait(entry.executor.submit_node(node.name, request), request)
-        self._send(resp, self.kernel.hooks.serializer("", output).serialize(output))
-
-    on_put = on_post
 
 
 class Ping:

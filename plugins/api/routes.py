@@ -8,13 +8,13 @@ from typing import Any
 import falcon
 import prometheus_client
 
-from plugins.api.inference import NodePrediction
 from plugins.api.inference import Ping
 from plugins.api.inference import WorkflowPrediction
 from plugins.api.management import ModelCollection
 from plugins.api.management import ModelItem
 from plugins.api.management import WorkflowCollection
 from plugins.api.management import WorkflowItem
+from plugins.api.model_call import NodePrediction
 from plugins.api.openapi import ApiDescription
 from plugins.api.openapi import RootOptions
 from plugins.api.versions import DefaultVersion

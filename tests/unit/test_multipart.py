@@ -13,8 +13,8 @@ from kernel.errors import TooLarge
 from kernel.settings import Settings
 from plugins.api import decoding
 from plugins.api.decoding import build_row
-from plugins.api.inference import NodePrediction
 from plugins.api.inference import WorkflowPrediction
+from plugins.api.model_call import NodePrediction
 from plugins.api.multipart import MultipartLimits
 from plugins.api.multipart import header_params
 from plugins.api.multipart import parse_form

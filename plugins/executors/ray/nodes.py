@@ -34,7 +34,7 @@ class Req:
         self.request = request
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.single = single
-        self.meta = RowMeta(request.request_id, request.headers)
+        self.meta = RowMeta(request.request_id, request.headers, request.response)
         self.pending = pending
         self.inputs: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Any] = {}

@@ -37,7 +37,7 @@ class Req:
         #: PredictResult, or for a single-node run (``single``) that node's output
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.single = single
-        self.meta = RowMeta(request.request_id, request.headers)
+        self.meta = RowMeta(request.request_id, request.headers, request.response)
         self.pending = pending  # node -> parents still to finish
         self.inputs: dict[str, dict[str, Any]] = {}  # node -> {parent: output}
         self.outputs: dict[str, Any] = {}
