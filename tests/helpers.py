@@ -115,3 +115,21 @@ class WfserveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def raw_exchange(server: WfserveServer, data: bytes, port: str = "inference",
+                 timeout: float = 10.0) -> bytes:
+    """Send ``data`` as it is to one of ``server``'s ports; read until the server closes the
+    connection (or ``timeout`` seconds pass without a byte)."""
+    with socket.create_connection(("127.0.0.1", server.ports[port]), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)

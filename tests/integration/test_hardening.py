@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.archives import SAMPLE
 from tests.archives import expected_seq
 from tests.helpers import WfserveServer
+from tests.helpers import raw_exchange
 
 pytestmark = pytest.mark.integration
 PAYLOAD = json.dumps({"input": SAMPLE}).encode()
@@ -41,20 +42,7 @@ def predict(server, body=PAYLOAD, headers=None, name="seq_wf"):
                       headers={**JSON, **server.bearer("inference"), **(headers or {})})
 
 
-def raw(server, data: bytes, port: str = "inference", timeout: float = 10.0) -> bytes:
-    """Send bytes as they are; read until the server closes (or ``timeout``)."""
-    with socket.create_connection(("127.0.0.1", server.ports[port]), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+raw = raw_exchange
 
 
 def test_unauthenticated_or_wrong_key_cannot_register(server):

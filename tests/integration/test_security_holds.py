@@ -6,7 +6,6 @@ tests/unit/test_archives_hostile.py.)"""
 import hmac
 import re
 import shutil
-import socket
 import stat
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from plugins.auth.keys import KeyStore
 from tests.helpers import WfserveServer
+from tests.helpers import raw_exchange
 
 pytestmark = pytest.mark.integration
 
@@ -32,20 +32,7 @@ def server(peer_stores, tmp_path_factory):
         yield srv
 
 
-def exchange(server, data: bytes, port: str = "inference") -> bytes:
-    """Send raw bytes; read every answer until the server closes (or 10 s pass)."""
-    with socket.create_connection(("127.0.0.1", server.ports[port]), timeout=10) as s:
-        s.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+exchange = raw_exchange
 
 
 def test_keys_are_compared_in_constant_time(tmp_path, monkeypatch):

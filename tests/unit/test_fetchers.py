@@ -2,7 +2,6 @@
 local HTTP server on 127.0.0.1 (allow-list hit and miss, oversize, 404, timeout)."""
 
 import http.server
-import threading
 import time
 
 import pytest
@@ -16,9 +15,12 @@ from kernel.plugins import Hooks
 from kernel.plugins import make_plugin_manager
 from kernel.settings import Settings
 from plugins.fetchers.http import with_progress
+from tests.local_http import FETCHERS as MINE
+from tests.local_http import NO_AUTOLOAD
+from tests.local_http import fetch_hooks
+from tests.local_http import local_server
+from tests.local_http import store_folder
 
-MINE = ("plugins.archives", "plugins.fetchers.local", "plugins.fetchers.http")
-NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 PAYLOAD = b"PK-not-really-a-war" * 100
 
 
@@ -53,25 +55,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    with local_server(Handler) as (base, _):
+        yield base
 
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "store"
-    path.mkdir()
-    return path
+    return store_folder(tmp_path)
 
 
-def hooks_for(store, **overrides):
-    settings = Settings(model_store=str(store), **overrides)
-    return Hooks(make_plugin_manager(settings, builtin=MINE, env=NO_AUTOLOAD), settings)
+hooks_for = fetch_hooks
 
 
 def downloads(store):

@@ -7,7 +7,6 @@ import http.server
 import os
 import re
 import socket
-import threading
 import types
 
 import pytest
@@ -16,14 +15,12 @@ from kernel.errors import DownloadFailed
 from kernel.errors import ModelNotFound
 from kernel.errors import TooLarge
 from kernel.errors import WorkflowNotFound
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
 from plugins.fetchers import addresses
 from plugins.fetchers.common import download_name
+from tests.local_http import fetch_hooks
+from tests.local_http import local_server
+from tests.local_http import store_folder
 
-MINE = ("plugins.archives", "plugins.fetchers.local", "plugins.fetchers.http")
-NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 BODY = b"war bytes"
 
 
@@ -50,30 +47,17 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def recorders():
     """Two recording HTTP servers on 127.0.0.1: (base URL, requests seen) each."""
-    started = []
-    for _ in range(2):
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-        httpd.seen = []
-        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-        thread.start()
-        started.append((httpd, thread))
-    yield [(f"http://127.0.0.1:{h.server_address[1]}", h.seen) for h, _ in started]
-    for httpd, thread in started:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
+    with local_server(Recorder, seen=[]) as (a, first), \
+            local_server(Recorder, seen=[]) as (b, second):
+        yield [(a, first.seen), (b, second.seen)]
 
 
 @pytest.fixture
 def store(tmp_path):
-    path = tmp_path / "store"
-    path.mkdir()
-    return path
+    return store_folder(tmp_path)
 
 
-def hooks_for(store, **overrides):
-    settings = Settings(model_store=str(store), **overrides)
-    return Hooks(make_plugin_manager(settings, builtin=MINE, env=NO_AUTOLOAD), settings)
+hooks_for = fetch_hooks
 
 
 def outside_downloads(root, store):
