@@ -79,6 +79,23 @@ class LoadContext:
     settings: Settings
     worker_index: int = 0
     gpu_id: int | None = None
+    #: the workflow passes node outputs on as objects (``typed: true``), not as bytes
+    typed: bool = False
+
+
+class InputRow(dict[str, Any]):
+    """A root input row as the API decoded it, ``{parameter: value}``, which also knows each
+    parameter's content type as TorchServe hands it to its backend (``content_types``: the
+    request's media type for ``body``, ``""`` for a form field, a file part's own type).
+
+    A handler sees a plain ``dict``; the types reach it through its context's request headers.
+    A row an executor builds for a child node is a plain ``dict``: its parameters have no type.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None,
+                 content_types: Mapping[str, str] | None = None) -> None:
+        super().__init__(values or {})
+        self.content_types: dict[str, str] = dict(content_types or {})
 
 
 @dataclass
@@ -101,7 +118,9 @@ class PredictRequest:
     """One inference request as the executor receives it.
 
     ``row`` is the root node's input row exactly as a TorchServe handler sees it (``{"body":
-    ...}`` or one entry per form field); ``deadline`` is a ``time.monotonic()`` instant or None.
+    ...}`` or one entry per form field; an :class:`InputRow` when the API decoded it);
+    ``headers`` are the request's, as handlers see them; ``deadline`` is a
+    ``time.monotonic()`` instant or None.
 
     ``run_here``: the submitting thread may run nodes itself, inside ``submit`` (an executor
     may ignore it). A caller sets it only when it can answer its client from another thread

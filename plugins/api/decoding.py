@@ -1,24 +1,36 @@
-"""Request bodies to the root node's input row, as TorchServe builds it (research §3.2).
+"""Request bodies to the root node's input row, and request headers to the ones handlers
+see, as TorchServe builds them (research §3.2; ``otf_message_handler._retrieve_input_data``).
+
+The row is an :class:`~kernel.contracts.InputRow`: each parameter with its content type.
 
 - ``multipart/form-data``: one entry per field, named after the field; a part with its own
-  content type is decoded by it (JSON parsed, ``text/*`` to ``str``), a plain field stays bytes.
-  Parsed by :mod:`plugins.api.multipart`, bounded by ``max_multipart_parts`` and
-  ``max_multipart_depth``; a body it cannot take is a 400, never a server error.
-- ``application/x-www-form-urlencoded``: one entry per field, values as bytes.
-- anything else: one entry ``body`` holding the raw bytes decoded by the request's content
-  type (JSON parsed, ``text/*`` to ``str``, others bytes). An empty body stays ``b""``.
+  content type (a file part) is decoded by it, a plain field stays raw (type ``""``). Parsed
+  by :mod:`plugins.api.multipart`, bounded by ``max_multipart_parts`` and
+  ``max_multipart_depth``; a body whose framing it cannot parse is a 400, never a server error.
+- ``application/x-www-form-urlencoded``: one entry per field, raw (type ``""``).
+- anything else: one entry ``body`` (type: the request's media type without parameters)
+  holding the body decoded by that type.
 
-Query-string parameters are not added for ``/wfpredict`` (observed on 0.12.0); ``/predictions``
-adds them, as TorchServe does.
+Decoding (:func:`decode_value`): ``application/json`` is parsed, ``text*`` becomes a ``str``,
+anything else stays raw; a value that does not decode stays raw too (TorchServe logs a warning
+and passes it on: no 400). Raw means a ``bytearray``, what TorchServe's backend reads off its
+socket. Media types are compared without case.
+
+Query-string parameters are not added for ``/wfpredict`` (observed on 0.12.0).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import parse_qsl
 
+import structlog
+
+from kernel.contracts import InputRow
 from kernel.errors import BadRequest
 from kernel.errors import TooLarge
 from kernel.errors import WfserveError
@@ -30,6 +42,8 @@ from plugins.serializers.pretty_json import dumps_indent2
 if TYPE_CHECKING:
     import falcon
 
+log = structlog.get_logger(__name__)
+
 Decoder = Callable[[str, bytes], Any]
 #: the settings' defaults, for callers without settings at hand
 DEFAULT_LIMITS = MultipartLimits()
@@ -40,28 +54,37 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def parameter_type(content_type: str | None) -> str:
+    """A parameter's content type as TorchServe passes it to its backend: the media type
+    without parameters, as sent (``"Application/JSON; charset=utf-8"`` -> ``"Application/JSON"``;
+    ``""`` when there is none)."""
+    return (content_type or "").split(";", 1)[0].strip()
+
+
 def decode_value(content_type: str, data: bytes, decode: Decoder) -> Any:
-    """Decode one value by its content type; a value that does not parse is a 400 (nesting
-    too deep for the decoder, ``RecursionError``, included: ``[[[[...`` is bad input, not a
-    server error)."""
-    if not data:
-        return data
+    """Decode one value by its (lower-case) media type with ``decode``; a value the decoder
+    cannot take (bad JSON, bad UTF-8, nesting too deep, an empty JSON body) is passed on raw,
+    as a ``bytearray``, as TorchServe does."""
     try:
         return decode(content_type, data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadRequest(f"Cannot decode the {content_type} body: {exc}") from None
+    except Exception as exc:  # NOTE: TorchServe catches every decoding error and goes on
+        log.warning("input not decoded, passed on raw", content_type=content_type,
+                    reason=f"{type(exc).__name__}: {clip(exc, 200)}")
+        return bytearray(data)
 
 
 def build_row(content_type: str | None, body: bytes, decode: Decoder,
-              limits: MultipartLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+              limits: MultipartLimits = DEFAULT_LIMITS) -> InputRow:
     """The root input row for a request body.
 
     :param content_type: the request's Content-Type header (may be None).
     :param body: the whole body, already bounded by ``max_request_size``.
-    :param decode: ``(media_type, bytes) -> object`` (the serializer hooks' decoder).
+    :param decode: ``(media_type, bytes) -> object`` (the serializer hooks' decoder; it
+        raises on a value it cannot decode).
     :param limits: the caps on a ``multipart/form-data`` body (parts, nesting depth).
     :raises TooLarge: a form of more than ``limits.parts`` parts.
-    :raises BadRequest: a malformed form or a body its content type cannot decode.
+    :raises BadRequest: a form whose framing cannot be parsed; a url-encoded form that is not
+        UTF-8.
     """
     kind = media_type(content_type)
     if kind == "multipart/form-data":
@@ -71,12 +94,36 @@ def build_row(content_type: str | None, body: bytes, decode: Decoder,
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("The form body is not UTF-8") from None
-        return {k: v.encode() for k, v in parse_qsl(text, keep_blank_values=True)}
-    return {"body": decode_value(kind, body, decode)}
+        fields = parse_qsl(text, keep_blank_values=True)
+        return InputRow({k: bytearray(v.encode()) for k, v in fields}, dict.fromkeys(
+            (k for k, _ in fields), ""))
+    return InputRow({"body": decode_value(kind, body, decode)},
+                    {"body": parameter_type(content_type)})
+
+
+@functools.lru_cache(maxsize=256)
+def canonical(name: str) -> str:
+    """A header name as HTTP spells it by convention: ``X-CUSTOM`` -> ``X-Custom``."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def handler_headers(headers: Mapping[str, str], body_length: int) -> dict[str, str]:
+    """The request headers handlers see (the Netty aggregator's view of the request).
+
+    Names are canonical (``Content-Type``, ``X-Custom``): behind WSGI the client's spelling is
+    lost. A chunked request loses its ``Transfer-Encoding: chunked``; a request without
+    ``Content-Length`` gets a lower-case ``content-length`` of ``body_length``.
+    """
+    out = {canonical(name): value for name, value in headers.items()}
+    if out.get("Transfer-Encoding", "").strip().lower() == "chunked":
+        del out["Transfer-Encoding"]
+    if "Content-Length" not in out:
+        out["content-length"] = str(body_length)
+    return out
 
 
 def _multipart(content_type: str, body: bytes, decode: Decoder,
-               limits: MultipartLimits) -> dict[str, Any]:
+               limits: MultipartLimits) -> InputRow:
     try:
         parts = parse_form(content_type, body, limits)
     except WfserveError:
@@ -84,14 +131,16 @@ def _multipart(content_type: str, body: bytes, decode: Decoder,
     except Exception as exc:  # NOTE: the parser is linear and not recursive; should it still
         # fail on some input, that input is the client's, and a 400 is the answer
         raise BadRequest(f"Malformed multipart/form-data body: {clip(exc, 200)}") from None
-    row: dict[str, Any] = {}
+    row = InputRow()
     for part in parts:
         if not part.name:
             raise BadRequest("A multipart part has no field name")
-        if part.content_type is None:
-            row[part.name] = part.data  # a plain field: bytes, as TorchServe's backend gives it
+        if part.content_type is None:  # a plain field: raw, no content type
+            row[part.name] = bytearray(part.data)
+            row.content_types[part.name] = ""
         else:
             row[part.name] = decode_value(_part_type(part.content_type), part.data, decode)
+            row.content_types[part.name] = parameter_type(part.content_type)
     if not row:
         raise BadRequest("The multipart/form-data body has no fields")
     return row

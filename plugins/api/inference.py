@@ -15,6 +15,7 @@ from kernel.errors import Timeout
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from plugins.api.decoding import build_row
+from plugins.api.decoding import handler_headers
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import read_body
 from plugins.api.multipart import MultipartLimits
@@ -44,13 +45,20 @@ class Predicting:
         return self.kernel.hooks.serializer(content_type, data).deserialize(data)
 
     def _row(self, req: falcon.Request, body: bytes) -> dict[str, Any]:
-        """The root input row, a form bounded by ``max_multipart_parts``/``_depth``."""
+        """The root input row (an :class:`~kernel.contracts.InputRow`), a form bounded by
+        ``max_multipart_parts``/``_depth``; remembers the body's length for :meth:`_request`."""
+        req.context.body_length = len(body)
         limits = MultipartLimits.from_settings(self.kernel.settings)
         return build_row(req.content_type, body, self._decode, limits)
 
     def _request(self, req: falcon.Request, row: dict[str, Any]) -> PredictRequest:
+        """The request for ``row``: the headers as handlers see them
+        (:func:`~plugins.api.decoding.handler_headers`), the request id, the deadline."""
         timeout = self.kernel.settings.default_response_timeout
-        headers = {k.lower(): v for k, v in req.headers.items()}
+        length = getattr(req.context, "body_length", None)
+        if length is None:
+            length = req.content_length or 0
+        headers = handler_headers(req.headers, length)
         return PredictRequest(row=row, headers=headers, request_id=req.context.request_id,
                               deadline=time.monotonic() + timeout)
 

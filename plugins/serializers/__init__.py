@@ -2,8 +2,11 @@
 
 Encoding follows ``ts/protocol/otf_message_handler.create_predict_response``: bytes pass as
 they are, ``str`` becomes UTF-8, a tensor becomes ``torch.save`` bytes, anything else
-``json.dumps(obj, indent=2)``. Decoding follows its ``_retrieve_input_data``: JSON is parsed,
-``text/*`` becomes ``str``, everything else stays bytes.
+``json.dumps(obj, indent=2)``. Decoding follows its ``_retrieve_input_data``: only
+``application/json`` is parsed (UTF-8 text, as TorchServe decodes it first), ``text*`` becomes a
+``str`` (strict UTF-8), everything else, ``+json`` types included, stays raw as a ``bytearray``
+(what TorchServe's backend reads off its socket). A decoder raises when the data does not
+decode; the caller then passes the raw ``bytearray`` on, as TorchServe does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from plugins.serializers.pretty_json import dumps_indent2
 
 
 class BytesSerializer:
-    """``application/octet-stream`` and any unknown type: bytes in, bytes out."""
+    """``application/octet-stream`` and any unknown type: bytes out, a ``bytearray`` in."""
 
     content_type = "application/octet-stream"
 
@@ -27,11 +30,11 @@ class BytesSerializer:
         return bytes(obj)
 
     def deserialize(self, data: bytes) -> Any:
-        return data
+        return bytearray(data)
 
 
 class TextSerializer:
-    """``text/*``: UTF-8 text."""
+    """``text/*``: UTF-8 text; decoding is strict (``UnicodeDecodeError`` on bad bytes)."""
 
     content_type = "text/plain"
 
@@ -41,11 +44,12 @@ class TextSerializer:
         return str(obj).encode("utf-8")
 
     def deserialize(self, data: bytes) -> Any:
-        return data.decode("utf-8", errors="replace")
+        return bytes(data).decode("utf-8")
 
 
 class JsonSerializer:
-    """``application/json``; encodes with indent 2 as TorchServe's backend does."""
+    """``application/json``; encodes with indent 2 as TorchServe's backend does, decodes UTF-8
+    text only (``json.loads(value.decode("utf-8"))``: a BOM or UTF-16 does not parse)."""
 
     content_type = "application/json"
 
@@ -55,7 +59,7 @@ class JsonSerializer:
         return dumps_indent2(obj).encode("utf-8")
 
     def deserialize(self, data: bytes) -> Any:
-        return json.loads(data)
+        return json.loads(bytes(data).decode("utf-8"))
 
 
 class TensorSerializer:
@@ -90,13 +94,12 @@ def _is_tensor(obj: Any) -> bool:
 
 
 def for_content_type(content_type: str) -> Serializer:
-    """The decoder TorchServe would use for a request part of this content type."""
-    if content_type == "application/json" or content_type.endswith("+json"):
+    """The decoder TorchServe would use for a request part of this (lower-case) media type:
+    JSON for ``application/json`` only, text for ``text*``, raw bytes for every other type."""
+    if content_type == "application/json":
         return JSON
-    if content_type.startswith("text/"):
+    if content_type.startswith("text"):
         return TEXT
-    if content_type == TENSOR.content_type:
-        return TENSOR
     return BYTES
 
 
