@@ -49,7 +49,7 @@ def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> TsHa
         raise
     log.debug("handler loaded", workflow=context.workflow, node=node.name,
               worker=context.worker_index, handler=archive.handler)
-    return TsHandler(entry, ts_context, node.name)
+    return TsHandler(entry, ts_context, node.name, typed=context.typed)
 
 
 @hookimpl(trylast=True)

@@ -1,17 +1,22 @@
 """The ``context`` a handler receives: duck-compatible with TorchServe's ``ts.context.Context``.
 
 It is a compatibility view built at the handler boundary from typed data (the node's
-:class:`~kernel.spec.NodeConfig`, the :class:`~kernel.contracts.LoadContext`, the archive);
-nothing in wfserve reads it back except per-request response status and headers, which
-TorchServe ignores inside workflows too (research §3.5).
+:class:`~kernel.spec.NodeConfig`, the :class:`~kernel.contracts.LoadContext`, the archive, the
+batch's :class:`~kernel.contracts.RowMeta`). Per batch, as ``ts/service.py`` does, each row gets
+a :class:`RequestProcessor` holding TorchServe's per-request header dict
+(:func:`request_header`) and the status and headers the handler sets for its answer, which
+:meth:`Context.record_responses` copies back into ``RowMeta.response``. Request ids are dashed
+UUIDs (:func:`handler_request_id`); ``metrics`` is TorchServe's metrics cache
+(:mod:`plugins.handlers.metrics`).
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
 import yaml
@@ -20,111 +25,99 @@ from kernel.contracts import Archive
 from kernel.contracts import LoadContext
 from kernel.contracts import RowMeta
 from kernel.spec import NodeSpec
+from plugins.handlers.metrics import MetricsCache
 
 SERVER_NAME = "MMS"  # what TorchServe reports in system_properties["server_name"]
 SERVER_VERSION = "0.12.0"
 
 
-@dataclass
-class Metric:
-    """One recorded metric (name, value, unit, dimensions)."""
-
-    name: str
-    value: float
-    unit: str = ""
-    dimensions: Sequence[Any] = ()
-    kind: str = "gauge"
-
-    def update(self, value: float, request_id: str | None = None,
-               dimensions: Sequence[Any] | None = None) -> None:
-        """Replace the value (TorchServe's ``Metric.update``)."""
-        self.value = value
-
-    def add_or_update(self, value: float, dimension_values: Sequence[Any] = (),
-                      request_id: str = "") -> None:
-        """Replace the value (TorchServe's ``Metric.add_or_update``)."""
-        self.value = value
+#: the namespace of the dashed UUIDs made from request ids that are not UUIDs
+REQUEST_ID_NAMESPACE = uuid.UUID("5b1f0e0e-54a4-4b55-9c1e-7766f5e2a0d1")
 
 
-@dataclass
-class MetricsCache:
-    """A small stand-in for TorchServe's metrics cache: handlers may record, nobody fails."""
+@functools.lru_cache(maxsize=4096)
+def handler_request_id(request_id: str) -> str:
+    """The request id a handler sees: a dashed UUID, as TorchServe's are.
 
-    metrics: dict[str, Metric] = field(default_factory=dict)
+    wfserve's own ids (32 hex digits, the ``X-Request-ID`` of responses and logs) and client
+    ids that are UUIDs are shown dashed (``uuid.UUID(id)``); any other client id is turned into
+    a name-based UUID (``uuid5``), the same for the same id.
+    """
+    try:
+        return str(uuid.UUID(request_id))
+    except ValueError:
+        return str(uuid.uuid5(REQUEST_ID_NAMESPACE, request_id))
 
-    def add_metric(self, name: str, value: float = 0, unit: str = "",
-                   idx: Any = None, dimensions: Sequence[Any] | None = None,
-                   metric_type: Any = "gauge", **_: Any) -> Metric:
-        """Record (or update) a metric and return it."""
-        metric = self.metrics.get(name)
-        if metric is None:
-            metric = self.metrics[name] = Metric(name, value, unit, dimensions or (),
-                                                 str(metric_type))
-        else:
-            metric.value = value
-        return metric
 
-    def add_counter(self, name: str, value: float = 1, idx: Any = None,
-                    dimensions: Sequence[Any] | None = None, **_: Any) -> Metric:
-        """Add ``value`` to a counter."""
-        previous = self.metrics[name].value if name in self.metrics else 0
-        return self.add_metric(name, previous + value, "count", idx, dimensions, "counter")
+def request_header(row: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    """TorchServe's per-request header dict (``Service.retrieve_data_for_inference``).
 
-    def add_time(self, name: str, value: float, idx: Any = None, unit: str = "ms",
-                 dimensions: Sequence[Any] | None = None, **_: Any) -> Metric:
-        """Record a duration."""
-        return self.add_metric(name, value, unit, idx, dimensions)
-
-    def add_size(self, name: str, value: float, idx: Any = None, unit: str = "MB",
-                 dimensions: Sequence[Any] | None = None, **_: Any) -> Metric:
-        """Record a size."""
-        return self.add_metric(name, value, unit, idx, dimensions)
-
-    def add_percent(self, name: str, value: float, idx: Any = None,
-                    dimensions: Sequence[Any] | None = None, **_: Any) -> Metric:
-        """Record a percentage."""
-        return self.add_metric(name, value, "percent", idx, dimensions)
-
-    def add_error(self, name: str, value: float, dimensions: Sequence[Any] | None = None,
-                  **_: Any) -> Metric:
-        """Record an error count."""
-        return self.add_metric(name, value, "", None, dimensions)
-
-    def get_metric(self, metric_name: str, metric_type: Any = None) -> Metric:
-        """The metric of that name, created at 0 when absent."""
-        return self.metrics.get(metric_name) or self.add_metric(metric_name, 0)
+    One entry ``{name: {"content-type": ct}}`` per input parameter (``ct`` from the row's
+    ``content_types`` when it is a :class:`~kernel.contracts.InputRow`, else ``""``), then the
+    request's headers, written after them: a header named like a parameter (names compared
+    without case) replaces it.
+    """
+    types: Mapping[str, str] = getattr(row, "content_types", None) or {}
+    out: dict[str, Any] = {name: {"content-type": types.get(name, "")} for name in row}
+    if out and headers:
+        lowered = {name.lower() for name in headers}
+        for name in [n for n in out if n.lower() in lowered]:
+            del out[name]
+    out.update(headers)
+    return out
 
 
 class RequestProcessor:
-    """Per-row request headers and response status, as TorchServe's ``RequestProcessor``."""
+    """Per-row request headers and response status, as TorchServe's ``RequestProcessor``.
 
-    def __init__(self, request_header: Mapping[str, str]) -> None:
-        self._request_header = dict(request_header)
+    Header names are looked up as given first, then without case: behind WSGI the client's
+    spelling is lost, so headers have their canonical names (``Content-Type``).
+    """
+
+    def __init__(self, request_header: dict[str, Any]) -> None:
+        self._request_header = request_header
         self._status_code = 200
         self._reason_phrase: str | None = None
         self._response_header: dict[str, str] = {}
 
-    def get_request_property(self, key: str) -> str | None:
-        return self._request_header.get(key)
+    def get_request_property(self, key: str) -> Any:
+        """The header (or parameter entry) ``key``, matched exactly, else without case."""
+        value = self._request_header.get(key)
+        if value is None and isinstance(key, str):
+            wanted = key.lower()
+            for name, found in self._request_header.items():
+                if name.lower() == wanted:
+                    return found
+        return value
 
-    def get_request_properties(self) -> dict[str, str]:
+    def get_request_properties(self) -> dict[str, Any]:
+        """The whole per-request header dict."""
         return self._request_header
 
     def report_status(self, code: int, reason_phrase: str | None = None) -> None:
+        """Set the status of this row's answer."""
         self._status_code = code
         self._reason_phrase = reason_phrase
 
     def get_response_status_code(self) -> int:
+        """The status set for this row's answer (200 unless set)."""
         return self._status_code
 
     def get_response_status_phrase(self) -> str | None:
+        """The reason phrase set for this row's answer (None unless set)."""
         return self._reason_phrase
 
     def add_response_property(self, key: str, value: str) -> None:
+        """Set a header of this row's answer (the name kept as written)."""
         self._response_header[key] = value
 
     def get_response_headers(self) -> dict[str, str]:
+        """The headers set for this row's answer."""
         return self._response_header
+
+    def get_response_header(self, key: str) -> str | None:
+        """One header set for this row's answer."""
+        return self._response_header.get(key)
 
 
 class Context:
@@ -146,52 +139,84 @@ class Context:
         self.model_yaml_config = dict(model_yaml_config)
         self.request_ids: dict[int, str] | None = None
         self.request_processor: list[RequestProcessor] | None = None
-        self.metrics = MetricsCache()
+        self.metrics = MetricsCache(model_name)
+        self.metrics.set_request_ids(str(uuid.uuid4()))  # as TorchServe's loader, for load time
         self.stopping_criteria: Any = None
+        self.header_key_sequence_id = os.getenv("TS_REQUEST_SEQUENCE_ID",
+                                                "ts_request_sequence_id")
+        self.header_key_sequence_start = os.getenv("TS_REQUEST_SEQUENCE_START",
+                                                   "ts_request_sequence_start")
+        self.header_key_sequence_end = os.getenv("TS_REQUEST_SEQUENCE_END",
+                                                 "ts_request_sequence_end")
 
     @property
     def system_properties(self) -> dict[str, Any]:
+        """``model_dir``, ``gpu_id``, ``batch_size``, ``server_name``, ``server_version``,
+        ``limit_max_image_pixels``."""
         return self._system_properties
 
-    def begin_batch(self, meta: Sequence[RowMeta]) -> None:
-        """Set the request ids and headers of the batch about to be handled."""
-        self.request_ids = {i: m.request_id for i, m in enumerate(meta)}
-        self.request_processor = [RequestProcessor(m.headers) for m in meta]
+    def begin_batch(self, rows: Sequence[Mapping[str, Any]], meta: Sequence[RowMeta]) -> None:
+        """Set the request ids, request headers and fresh response state of the batch about to
+        be handled (``rows`` as the executor built them, before any conversion)."""
+        self.request_ids = {i: handler_request_id(m.request_id) for i, m in enumerate(meta)}
+        self.request_processor = [RequestProcessor(request_header(row, m.headers))
+                                  for row, m in zip(rows, meta, strict=True)]
+        self.metrics.set_request_ids(self.request_ids)
+
+    def record_responses(self, meta: Sequence[RowMeta]) -> None:
+        """Copy what the handler set for each row's answer (status, phrase, headers as written)
+        into ``meta[i].response``."""
+        for processor, row in zip(self.request_processor or [], meta, strict=True):
+            response = row.response
+            response.status = processor.get_response_status_code()
+            response.phrase = processor.get_response_status_phrase()
+            response.headers = dict(processor.get_response_headers())
 
     def get_request_id(self, idx: int = 0) -> str | None:
+        """The dashed UUID of row ``idx`` (see :func:`handler_request_id`)."""
         return None if self.request_ids is None else self.request_ids.get(idx)
 
-    def get_request_header(self, idx: int, key: str) -> str | None:
+    def get_request_header(self, idx: int, key: str) -> Any:
+        """One request header (or parameter entry) of row ``idx``, matched without case."""
         return self._row(idx).get_request_property(key)
 
-    def get_all_request_header(self, idx: int) -> dict[str, str]:
+    def get_all_request_header(self, idx: int) -> dict[str, Any]:
+        """Row ``idx``'s per-request header dict (see :func:`request_header`)."""
         return self._row(idx).get_request_properties()
 
-    def get_sequence_id(self, idx: int) -> str:
-        return self.get_request_header(idx, "ts_request_sequence_id") or ""
+    def get_sequence_id(self, idx: int) -> str | None:
+        """The ``ts_request_sequence_id`` header of row ``idx`` (None when absent)."""
+        return self._row(idx).get_request_property(self.header_key_sequence_id)
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        """Set the status of row ``idx``'s answer."""
         if self.request_processor is not None and idx < len(self.request_processor):
             self.request_processor[idx].report_status(code, reason_phrase=phrase)
 
     def set_all_response_status(self, code: int = 200, phrase: str = "") -> None:
+        """Set the status of every row's answer."""
         for row in self.request_processor or []:
             row.report_status(code, reason_phrase=phrase)
 
     def get_response_status(self, idx: int) -> tuple[int, str | None]:
+        """``(code, phrase)`` set for row ``idx``'s answer."""
         row = self._row(idx)
         return row.get_response_status_code(), row.get_response_status_phrase()
 
     def set_response_content_type(self, idx: int, value: str) -> None:
+        """Set row ``idx``'s answer's ``content-type`` header."""
         self.set_response_header(idx, "content-type", value)
 
     def get_response_content_type(self, idx: int) -> str | None:
+        """Row ``idx``'s answer's ``content-type`` header."""
         return self.get_response_headers(idx).get("content-type")
 
     def set_response_header(self, idx: int, key: str, value: str) -> None:
+        """Set one header of row ``idx``'s answer (the name kept as written)."""
         self._row(idx).add_response_property(key, value)
 
     def get_response_headers(self, idx: int) -> dict[str, str]:
+        """The headers set for row ``idx``'s answer."""
         return self._row(idx).get_response_headers()
 
     def _row(self, idx: int) -> RequestProcessor:

@@ -2,10 +2,16 @@
 
 The handler string is ``module[.py][:function]``. The module is the archive's ``<module>.py``;
 when the archive has no such file, it is a TorchServe built-in (``ts.torch_handler.<module>``).
-If the module has the function (default ``handle``), that is the entry point and it is called
-once with ``(None, context)`` to initialize; otherwise the module must define exactly one
-class, which is instantiated, ``initialize(context)``-ed and whose ``handle`` is the entry point.
-A function node's handler is the ``.war``'s handler file with the node's name as function.
+If the module has an attribute of the function's name (default ``handle``), that attribute is
+the entry point, callable or not, and it is called once with ``(None, context)`` to initialize
+(an attribute that is not callable fails there); only when there is no such attribute must
+the module define exactly one class, which is instantiated, ``initialize(context)``-ed and
+whose ``handle`` is the entry point. A function node's handler is the ``.war``'s handler file
+with the node's name as function.
+
+:class:`TsHandler` calls the entry point with what TorchServe's backend hands a handler: in
+compatibility mode every raw value (``bytes`` or ``bytearray``) as a fresh ``bytearray`` per
+call, so a handler may change its input without touching a sibling's or a retry's.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ def resolve(module: ModuleType | NativeBaseHandler, function: str | None,
     name = function or "handle"
     if isinstance(module, NativeBaseHandler):
         entry, init = module.handle, module.initialize
-    elif callable(getattr(module, name, None)):
+    elif hasattr(module, name):  # TorchServe: hasattr, not callable (a non-callable fails init)
         fn = getattr(module, name)
         entry, init = fn, lambda ctx: fn(None, ctx)
     else:
@@ -121,20 +127,35 @@ def load_entry(archive: Archive, function: str | None, context: Context,
     return resolve(module, function or named, context, archive.root, where)
 
 
+def raw_as_bytearray(row: dict[str, Any]) -> dict[str, Any]:
+    """A new row with every ``bytes`` or ``bytearray`` value a new ``bytearray``."""
+    return {k: bytearray(v) if isinstance(v, bytes | bytearray) else v for k, v in row.items()}
+
+
 class TsHandler:
-    """A :class:`~kernel.contracts.NodeHandler` calling a TorchServe-style entry point."""
+    """A :class:`~kernel.contracts.NodeHandler` calling a TorchServe-style entry point.
 
-    __slots__ = ("context", "entry", "node")
+    Per call: the context gets the batch's request ids and per-request headers, the entry
+    point gets new rows (raw values as new ``bytearray`` objects, unless ``typed``), the output
+    is checked, and what the handler set for each row's answer is copied into
+    ``meta[i].response``.
+    """
 
-    def __init__(self, entry: Entry, context: Context, node: str) -> None:
+    __slots__ = ("context", "entry", "node", "typed")
+
+    def __init__(self, entry: Entry, context: Context, node: str, typed: bool = False) -> None:
         self.entry = entry
         self.context = context
         self.node = node
+        self.typed = typed
 
     def __call__(self, batch: list[dict[str, Any]], meta: list[RowMeta]) -> Sequence[Any]:
-        """Set the batch's request ids and headers on the context, call, check the output."""
-        self.context.begin_batch(meta)
-        output = self.entry(batch, self.context)
+        """Set the batch on the context, call the entry point, check its output, copy the
+        responses the handler set."""
+        self.context.begin_batch(batch, meta)
+        rows = [dict(row) for row in batch] if self.typed else [raw_as_bytearray(row)
+                                                                 for row in batch]
+        output = self.entry(rows, self.context)
         if not isinstance(output, list | tuple):
             raise WfserveError(f"Invalid model predict output: node {self.node} returned "
                                f"{type(output).__name__}, not a list", node=self.node)
@@ -143,4 +164,5 @@ class TsHandler:
                 f"number of batch response mismatched: node {self.node} returned "
                 f"{len(output)} outputs for {len(batch)} inputs", node=self.node,
             )
+        self.context.record_responses(meta)
         return list(output)

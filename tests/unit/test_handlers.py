@@ -2,6 +2,7 @@
 
 import json
 import sys
+import uuid
 
 import pytest
 
@@ -14,6 +15,7 @@ from kernel.settings import Settings
 from kernel.spec import NodeConfig
 from kernel.spec import NodeSpec
 from plugins.handlers import HandlerError
+from plugins.handlers.context import REQUEST_ID_NAMESPACE
 from tests import archives
 
 MINE = ("plugins.archives", "plugins.handlers")
@@ -98,7 +100,8 @@ def test_handler_class_sees_the_context(hooks, mars, tmp_path):
     out = handler(body_rows(), meta(2))
     expected = rounded([[2 * v for v in row] for row in archives.run_model("m1", ROWS)])
     assert flat(o["output"] for o in out) == pytest.approx(flat(expected), abs=1e-5)
-    assert [o["request_id"] for o in out] == ["r0", "r1"]
+    assert [o["request_id"] for o in out] == [str(uuid.uuid5(REQUEST_ID_NAMESPACE, f"r{i}"))
+                                               for i in range(2)]
     assert [o["trace"] for o in out] == ["t0", "t1"]
     context = handler.context
     assert context.system_properties["model_dir"] == str(archive.root)
@@ -107,11 +110,10 @@ def test_handler_class_sees_the_context(hooks, mars, tmp_path):
     assert context.system_properties["server_name"] == "MMS"
     assert context.manifest["model"]["modelName"] == "cls"
     assert context.model_name == "wf__m1"
-    assert context.get_all_request_header(1) == {"x-trace": "t1"}
+    assert context.get_all_request_header(1) == {"body": {"content-type": ""}, "x-trace": "t1"}
     context.set_response_status(201, "Created", idx=0)
     assert context.get_response_status(0) == (201, "Created")
-    context.metrics.add_time("HandlerTime", 1.5, None, "ms")
-    assert context.metrics.get_metric("HandlerTime").value == 1.5
+    assert context.metrics.add_time("HandlerTime", 1.5, None, "ms") is None
 
 
 def test_torchscript_with_the_builtin_base_handler(hooks, mars, tmp_path, monkeypatch):
