@@ -1,5 +1,6 @@
 """The threaded executor: input shapes, output conversion, batching, retries, timeouts, close."""
 
+import dataclasses
 import json
 import threading
 import time
@@ -416,11 +417,13 @@ def test_registration_failure_names_the_nodes_and_starts_nothing(executors, tmp_
         "pre": per_row(lambda r: r), "m1": broken, "m2": per_row(lambda r: r),
         "post": per_row(lambda r: r),
     }, start=False)
+    ex.workflow.node_archives["m1"] = dataclasses.replace(ex.workflow.node_archives["m1"],
+                                                          version="2.5")
     with pytest.raises(RegistrationFailed) as info:
         ex.start()
-    assert info.value.message == (
-        "Workflow wf has failed to register. Failures: [Workflow Node wf__m1 failed to "
-        "register. Details: cannot load weights]"
+    assert info.value.message == (  # TorchServe's: a worker that fails to load its handler
+        "Workflow wf has failed to register. Failures: [Failed to start workers for model "
+        "wf__m1 version: 2.5]"
     )
     assert threading.active_count() == before
     with pytest.raises(Unavailable):

@@ -77,7 +77,8 @@ class NodeActor:
         local = unpack_archive(packed, archive, f"wfserve-ray-{node.name}-")
         self.folder = local.root
         gpu_id = _gpu_id()
-        context = dataclasses.replace(context, model_dir=local.root, gpu_id=gpu_id)
+        context = dataclasses.replace(context, model_dir=local.root, gpu_id=gpu_id,
+                                      typed=typed)
         self.name = node.name
         self.typed = typed
         self.handler = load_handler(node, local, context)

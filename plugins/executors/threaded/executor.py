@@ -61,7 +61,12 @@ class ThreadedExecutor:
     # --- start -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load every node's workers and start threads; raises ``RegistrationFailed``."""
+        """Load every node's workers and start threads; raises ``RegistrationFailed``.
+
+        A node whose workers fail to start (its handler fails to import, to be found or to
+        initialize, ``MemoryError`` included) fails with TorchServe's "Failed to start workers
+        for model <wf>__<node> version: <v>"; the cause is logged.
+        """
         failures: list[str] = []
         for name in self.dag.order:
             spec = self.workflow.spec.nodes[name]
@@ -69,13 +74,17 @@ class ThreadedExecutor:
                 batcher = self.kernel.hooks.make_batcher(spec)
                 node = NodeRuntime(spec, self.dag.parents(name), self.dag.children(name), batcher)
                 self.nodes[name] = node
-                for _ in range(node.target):
-                    node.add(self._load_worker(node))
             except Exception as exc:
                 detail = exc.message if isinstance(exc, WfserveError) else str(exc) or repr(exc)
                 failures.append(
                     f"Workflow Node {self.name}__{name} failed to register. Details: {detail}"
                 )
+                continue
+            try:
+                for _ in range(node.target):
+                    node.add(self._load_worker(node))
+            except Exception as exc:
+                failures.append(self._start_failure(node, exc))
         if failures:
             for node in self.nodes.values():
                 node.batcher.close()
@@ -99,6 +108,14 @@ class ThreadedExecutor:
                 self._start_collector(node)
         self._started = True
 
+    def _start_failure(self, node: NodeRuntime, exc: Exception) -> str:
+        """Log why ``node``'s workers failed to start; TorchServe's message for it."""
+        log.error("workers failed to start", workflow=self.name, node=node.name,
+                  reason=exc.message if isinstance(exc, WfserveError) else repr(exc))
+        archive = self.workflow.node_archives.get(node.name)
+        version = (archive.version if node.spec.kind == "model" and archive else None) or "1.0"
+        return f"Failed to start workers for model {self.name}__{node.name} version: {version}"
+
     def _load_worker(self, node: NodeRuntime) -> Worker:
         spec = node.spec
         if spec.kind == "model":
@@ -111,6 +128,7 @@ class ThreadedExecutor:
         context = LoadContext(
             workflow=self.name, model_name=f"{self.name}__{spec.name}",
             model_dir=archive.root, settings=self.settings, worker_index=index,
+            typed=self.workflow.spec.typed,
         )
         handler = self.kernel.hooks.load_handler(node=spec, archive=archive, context=context)
         return Worker(index, handler)
