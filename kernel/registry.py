@@ -16,10 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from typing import TypeVar
 
 from kernel.contracts import Executor
 from kernel.contracts import Workflow
@@ -30,6 +32,7 @@ from kernel.errors import WorkflowNotFound
 
 #: TorchServe's page size when ``limit`` is absent, not an integer, negative or over 100.
 MAX_PAGE = 100
+T = TypeVar("T")
 #: the pending marker of an update: it holds every version of the name
 WHOLE = "*"
 
@@ -288,20 +291,25 @@ class Registry:
             ]
 
     def page(self, offset: int, limit: int) -> tuple[list[Registered], int | None]:
-        """One page of the sorted list and TorchServe's next page token.
-
-        ``limit`` outside 1..100 becomes 100 and a negative ``offset`` 0. The token is
-        ``offset + limit`` whenever that is at most the total, even when this is the last page
-        (TorchServe 0.12.0's rule, seen in its ground-truth transcript).
-        """
-        limit = MAX_PAGE if limit <= 0 or limit > MAX_PAGE else limit
-        offset = max(offset, 0)
-        items = self.entries()
-        token = offset + limit if offset + limit <= len(items) else None
-        return items[offset : offset + limit], token
+        """One page of the sorted list and TorchServe's next page token (:func:`page`)."""
+        return page(self.entries(), offset, limit)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def page(items: Sequence[T], offset: int, limit: int) -> tuple[list[T], int | None]:
+    """One page of ``items`` and its next page token, by TorchServe 0.12.0's rule
+    (``ApiUtils.getModelList``, also its workflow list).
+
+    Only a ``limit`` below 0 or above 100 becomes 100 (``limit=0`` is an empty page), and a
+    negative ``offset`` 0. The token is ``offset + limit`` whenever that is at most the total,
+    even on the last page or an empty one (seen in TorchServe's ground-truth transcript).
+    """
+    limit = MAX_PAGE if limit < 0 or limit > MAX_PAGE else limit
+    offset = max(offset, 0)
+    token = offset + limit if offset + limit <= len(items) else None
+    return list(items[offset : offset + limit]), token
