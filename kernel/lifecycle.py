@@ -29,6 +29,7 @@ from kernel.errors import ModelNotFound
 from kernel.errors import RegistrationFailed
 from kernel.errors import SpecError
 from kernel.errors import WfserveError
+from kernel.names import NAME_RULE
 from kernel.names import is_valid_name
 from kernel.redact import redact_url
 from kernel.registry import Registered
@@ -180,12 +181,14 @@ def check_spec_limits(settings: Settings, name: str, spec: WorkflowSpec) -> None
 
 
 def _check(url: str | None, name: str | None, version: str | None) -> None:
-    if not url:
+    if url is None:  # NOTE: "" is a url (the store itself), as in TorchServe
         raise BadRequest("Parameter url is required.")
     if name is not None and not is_valid_name(name):
-        raise BadRequest(f"Invalid workflow name: {name}", workflow=name)
+        raise BadRequest(f"Invalid workflow name: {name!r}: a name must be {NAME_RULE}",
+                         workflow=name)
     if version is not None and not is_valid_name(version):
-        raise BadRequest(f"Invalid workflow version: {version}", version=version)
+        raise BadRequest(f"Invalid workflow version: {version!r}: a version must be "
+                         f"{NAME_RULE}", version=version)
 
 
 def _load(
@@ -208,7 +211,8 @@ def _load(
         wf_name = _workflow_name(archive, name)
         wf_version = version or archive.version or "1.0"
         if not is_valid_name(wf_version):
-            raise InvalidWorkflow(f"Invalid workflow version: {wf_version}", workflow=wf_name)
+            raise InvalidWorkflow(f"Invalid workflow version: {wf_version!r}: a version must "
+                                  f"be {NAME_RULE}", workflow=wf_name)
         held = (kernel.registry.updating(wf_name) if update
                 else kernel.registry.reserving(wf_name, wf_version))
         with held:
@@ -240,7 +244,8 @@ def _workflow_name(archive: Archive, override: str | None) -> str:
     if not name:
         raise InvalidWorkflow("Workflow name is not defined.")
     if not is_valid_name(name):
-        raise InvalidWorkflow(f"Invalid workflow name: {name}", workflow=name)
+        raise InvalidWorkflow(f"Invalid workflow name: {name!r}: a name must be {NAME_RULE}",
+                              workflow=name)
     return name
 
 

@@ -25,6 +25,7 @@ import yaml
 from kernel.dag import Dag
 from kernel.dag import java_map_string
 from kernel.errors import SpecError
+from kernel.names import NAME_RULE
 from kernel.names import is_valid_name
 
 #: property name -> (TorchServe default, smallest allowed value)
@@ -189,7 +190,7 @@ def _config(props: dict[str, int], mapping: Any, where: str) -> NodeConfig:
 def _node_name(name: Any, mapping: Any, key: Any) -> str:
     if not isinstance(name, str) or not is_valid_name(name):
         raise _fail(
-            f"node name {name!r} must be a string of letters, digits, '_', '-' or '.'",
+            f"node name {name!r} must be {NAME_RULE}",
             mapping,
             key,
         )

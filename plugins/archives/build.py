@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.errors import UsageError
+from kernel.names import NAME_RULE
 from kernel.names import is_valid_name
 
 #: TorchServe's built-in handler names (the model archiver does not copy these).
@@ -67,8 +68,8 @@ class _Contents:
 def _target(name: str, kind: str, export_path: Path, force: bool) -> Path:
     label = "Workflow" if kind == "war" else "Model"
     if not is_valid_name(name):
-        raise UsageError(f"{label} name contains special characters. The allowed regular "
-                         "expression filter is: ^[A-Za-z0-9][A-Za-z0-9_\\-.]*$", name=name)
+        raise UsageError(f"{label} name contains special characters: it must be {NAME_RULE}",
+                         name=name)
     if not export_path.is_dir():
         raise UsageError(f"Given export-path {export_path} is not a directory",
                          path=str(export_path))

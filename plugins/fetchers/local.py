@@ -57,6 +57,8 @@ def resolve_in_store(url: str, store: Path, settings: Settings) -> Path:
         not a file.
     :raises ModelNotFound: for a model: an invalid name, nothing found, or outside the store.
     """
+    if not url and is_workflow(url, store, settings):  # TorchServe: the store folder itself
+        raise WorkflowNotFound("Workflow not found at: ", url=url)
     if url and not is_workflow(url, store, settings) and Path(url).is_absolute():
         return _absolute_folder(url, store, settings)
     name = check_bare_name(url, store, settings)

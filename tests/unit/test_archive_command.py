@@ -79,7 +79,13 @@ def test_an_existing_archive_needs_force(pm, tmp_path, capsys):
     assert wfserve(pm, *args, "-f") == 0
 
 
-def test_a_name_with_special_characters_is_refused(pm, tmp_path):
+@pytest.mark.parametrize("name", ["bad/name", "bad..name", "nl\n"])
+def test_a_name_outside_the_name_rule_is_refused(pm, tmp_path, name):
+    """The server's one name rule (kernel/names.py): a separator, '..' or a control
+    character is refused; a space is not."""
     with pytest.raises(UsageError, match="special characters"):
-        wfserve(pm, "archive", "war", "--name", "bad name", "--spec", str(archives.SEQ_SPEC),
+        wfserve(pm, "archive", "war", "--name", name, "--spec", str(archives.SEQ_SPEC),
                 "--handler", str(archives.WORKFLOW_HANDLER), "--export-path", str(tmp_path))
+    assert wfserve(pm, "archive", "war", "--name", "good name", "--spec",
+                   str(archives.SEQ_SPEC), "--handler", str(archives.WORKFLOW_HANDLER),
+                   "--export-path", str(tmp_path)) == 0
