@@ -103,6 +103,12 @@ class ModelNotFound(NotFound):
     ts_type = "ModelNotFoundException"
 
 
+class ModelVersionNotFound(NotFound):
+    """A model (workflow node) exists but not in that version (fields: model, version)."""
+
+    ts_type = "ModelVersionNotFoundException"
+
+
 class MethodNotAllowed(WfserveError):
     """The path exists but not for this HTTP method."""
 
@@ -143,6 +149,14 @@ class RegistrationFailed(WfserveError):
 
 class NodeFailed(WfserveError):
     """A node exhausted its attempts for one request (fields: workflow, node, attempt, cause)."""
+
+    ts_type = "InternalServerException"
+
+
+class PredictionFailed(WfserveError):
+    """A node called as a model (``/predictions/<wf>__<node>``) failed; ``http_status`` is the
+    HTTP status TorchServe answers for that failure (a ``PredictionException``'s own code, 503,
+    507...), which the API uses instead of its class table (fields: http_status, node)."""
 
     ts_type = "InternalServerException"
 

@@ -34,7 +34,10 @@ NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
 
 
 def status_of(exc: errors.WfserveError) -> int:
-    """The HTTP status for a kernel error."""
+    """The HTTP status for a kernel error (a ``PredictionFailed`` carries its own)."""
+    if isinstance(exc, errors.PredictionFailed) and isinstance(exc.fields.get("http_status"),
+                                                               int):
+        return exc.fields["http_status"]
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]

@@ -9,6 +9,7 @@ Both the threaded and the Ray executor keep one node object per DAG node (subcla
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 from typing import Protocol
@@ -17,6 +18,12 @@ from kernel.contracts import Batcher
 from kernel.contracts import NodeTiming
 from kernel.errors import BadRequest
 from kernel.spec import NodeSpec
+
+
+def start_time(epoch: float) -> str:
+    """A worker's ``startTime`` as TorchServe's describe writes it (UTC, milliseconds)."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+    return f"{whole}.{int(epoch * 1000) % 1000:03d}Z"
 
 
 class NodeBase:
@@ -100,7 +107,11 @@ def advance(req: RequestState, node: NodeBase, out: Any, timing: NodeTiming,
     executor's lock. Returns True when ``req`` has all its leaf outputs.
     """
     req.timings.append(timing)
-    if node.is_leaf or req.single:
+    if req.single:  # a node run alone: its output is the answer, whatever its place
+        req.outputs[node.name] = out
+        req.done = True
+        return True
+    if node.is_leaf:
         req.outputs[node.name] = out
         req.leaves_left -= 1
         if req.leaves_left == 0:

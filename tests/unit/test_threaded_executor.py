@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import re
 import threading
 import time
 
@@ -10,6 +12,7 @@ from structlog.testing import capture_logs
 
 from kernel.contracts import PredictResult
 from kernel.errors import NodeFailed
+from kernel.errors import PredictionFailed
 from kernel.errors import RegistrationFailed
 from kernel.errors import Timeout
 from kernel.errors import Unavailable
@@ -377,7 +380,10 @@ def test_describe_and_scale(executors, tmp_path):
     m = info["nodes"]["m"]
     assert (m["minWorkers"], m["maxWorkers"], m["batchSize"], m["maxBatchDelay"],
             m["retryAttempts"], m["timeoutMs"]) == (1, 1, 1, 50, 1, 10000)
-    assert m["workers"] == [{"id": 0, "state": "idle", "status": "READY"}]
+    (worker,) = m["workers"]
+    assert {k: worker[k] for k in ("id", "state", "status", "pid")} == {
+        "id": 0, "state": "idle", "status": "READY", "pid": os.getpid()}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", worker["startTime"])
     assert m["queueLength"] == m["queued"] == 0
     assert ("m", 0, "wf__m") in fakes.loaded
     ex.scale("m", max_workers=3, batch_size=4, max_batch_delay=20)
@@ -428,6 +434,47 @@ def test_registration_failure_names_the_nodes_and_starts_nothing(executors, tmp_
     assert threading.active_count() == before
     with pytest.raises(Unavailable):
         ex.submit(request(b"x"))
+
+
+TWO_LEAVES = """
+models:
+  retry-attempts: 3
+  timeout-ms: 50
+  m1: {url: m1.mar}
+  m2: {url: m2.mar}
+dag:
+  pre: [m1, m2]
+"""
+
+
+def test_a_node_run_alone_answers_once_whatever_its_place(executors, tmp_path):
+    """A model call: the node's own output (a root with children, in a two-leaf DAG), its
+    children never run, no retries and no timeout-ms; a failure is TorchServe's answer."""
+    ran = []
+    release = threading.Event()
+
+    def pre(row):
+        ran.append("pre")
+        if row["body"] == b"fail":
+            raise ValueError("boom")
+        if row["body"] == b"slow":
+            release.wait(0.5)  # past timeout-ms: 50
+        return b"P"
+
+    ex, _ = build(executors, tmp_path, TWO_LEAVES, {
+        "pre": per_row(pre), "m1": per_row(lambda r: ran.append("m1") or b"1"),
+        "m2": per_row(lambda r: ran.append("m2") or b"2"),
+    })
+    assert ex.submit_node("pre", request(b"x", deadline=time.monotonic() + 30)).result(5) == b"P"
+    assert ex.submit_node("m2", request(b"x", deadline=time.monotonic() + 30)).result(5) == b"2"
+    assert ex.submit_node("pre", request(b"slow", deadline=time.monotonic() + 30)).result(5) == (
+        b"P")
+    ran.clear()
+    future = ex.submit_node("pre", request(b"fail", deadline=time.monotonic() + 30))
+    with pytest.raises(PredictionFailed) as failed:
+        future.result(5)
+    assert (failed.value.message, failed.value.http_status, ran) == (
+        "Prediction failed", 503, ["pre"])
 
 
 def test_only_the_chosen_executor_answers(tmp_path):

@@ -92,27 +92,44 @@ class NodeActor:
     def run(self, rows: list[dict[str, Any]], meta: list[RowMeta]) -> tuple[Any, ...]:
         """Run one batch: ``(status, output_0, ..., output_n-1)``.
 
-        ``status`` is ``{"error": None | str, "run": seconds}``; a handler that raises, or
-        returns other than one output per row, gives an error status and ``None`` outputs.
+        ``status`` is ``{"error": None | str, "failure": None | (status, message), "run":
+        seconds, "responses": [ResponseMeta, ...]}``; a handler that raises, or returns other
+        than one output per row, gives an error status (``failure`` is TorchServe's answer
+        for it, :func:`plugins.executors.failures.classify`) and ``None`` outputs.
+        ``responses`` are what the handler set for each row's answer (this process's copies
+        of ``meta[i].response``, sent back for the driver to copy).
         """
+        from plugins.executors.failures import BATCH_MISMATCH
+        from plugins.executors.failures import INVALID_OUTPUT
+        from plugins.executors.failures import UnsupportedOutput
+        from plugins.executors.failures import classify
+
         started = time.perf_counter()
+        failure = None
         try:
             rows = _resolve(rows)
             outputs = self.handler(rows, meta)
             if not isinstance(outputs, list | tuple):
-                raise TypeError(f"handler returned {type(outputs).__name__}, expected a list")
+                raise TypeError(f"{INVALID_OUTPUT}: handler returned "
+                                f"{type(outputs).__name__}, expected a list")
             if len(outputs) != len(rows):
-                raise TypeError(f"handler returned {len(outputs)} outputs for a batch of "
-                                f"{len(rows)}")
+                raise TypeError(f"{BATCH_MISMATCH}: handler returned {len(outputs)} outputs "
+                                f"for a batch of {len(rows)}")
             if not self.typed:
                 from plugins.executors.response import to_bytes
 
-                outputs = [to_bytes(o) for o in outputs]
+                try:
+                    outputs = [to_bytes(o) for o in outputs]
+                except Exception as exc:
+                    raise UnsupportedOutput(f"an output cannot be encoded: {exc}") from exc
             error = None
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            failure = classify(exc)
             outputs = [None] * len(rows)
-        return ({"error": error, "run": time.perf_counter() - started}, *outputs)
+        status = {"error": error, "failure": failure, "run": time.perf_counter() - started,
+                  "responses": [m.response for m in meta]}
+        return (status, *outputs)
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)

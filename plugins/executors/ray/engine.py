@@ -17,6 +17,7 @@ attempts go back to the queue. A dead actor is replaced and its attempts retried
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from kernel.errors import NodeFailed
 from kernel.errors import Timeout
 from kernel.errors import WfserveError
 from plugins.executors.common import advance
+from plugins.executors.failures import WORKER_DIED
+from plugins.executors.failures import prediction_failed
 from plugins.executors.ray.nodes import BUSY
 from plugins.executors.ray.nodes import READY
 from plugins.executors.ray.nodes import ActorWorker
@@ -65,12 +68,19 @@ class Engine:
 
     def dispatch(self, req: Req, node: RayNode, row: dict[str, Any], number: int) -> None:
         """Queue attempt ``number`` of ``node``; raises ``Unavailable`` (queue full, closing)."""
-        node.batcher.put(Attempt(req, node, row, number, time.monotonic()))
+        node.batcher.put(self._attempt(req, node, row, number))
+
+    @staticmethod
+    def _attempt(req: Req, node: RayNode, row: dict[str, Any], number: int) -> Attempt:
+        att = Attempt(req, node, row, number, time.monotonic())
+        if req.single:  # a model call: no timeout-ms, only its request's deadline (TorchServe)
+            att.deadline = req.request.deadline or math.inf
+        return att
 
     def dispatch_or_fail(self, req: Req, node: RayNode, row: dict[str, Any], number: int,
                          avoid: ActorWorker | None = None) -> None:
         """:meth:`dispatch`, failing the request instead of raising."""
-        att = Attempt(req, node, row, number, time.monotonic())
+        att = self._attempt(req, node, row, number)
         att.avoid = avoid
         try:
             node.batcher.put(att)
@@ -124,8 +134,9 @@ class Engine:
         )
         status_ref, outputs = refs[0], refs[1:]
         deadline = min(a.deadline for a in batch)
+        wait = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
         try:  # only the small status record comes back to this process
-            status = ray.get(status_ref, timeout=max(0.0, deadline - time.monotonic()))
+            status = ray.get(status_ref, timeout=wait)
         except ray.exceptions.GetTimeoutError:
             self._timed_out(node, worker, batch, status_ref)
             return
@@ -138,8 +149,12 @@ class Engine:
         worker.state = READY
         if status["error"] is not None:
             for att in batch:
-                self.attempt_failed(att, status["error"], avoid=worker)
+                self.attempt_failed(att, status["error"], avoid=worker,
+                                    failure=status.get("failure"))
             return
+        for att, response in zip(batch, status.get("responses", ()), strict=False):
+            if att.req.single:  # what the handler set reaches the model call's answer
+                vars(att.req.request.response).update(vars(response))
         self._settle(node, batch, outputs, started, status["run"])
 
     def _timed_out(self, node: RayNode, worker: ActorWorker, batch: list[Attempt],
@@ -180,12 +195,23 @@ class Engine:
 
     # --- settling requests -------------------------------------------------------------------
 
-    def attempt_failed(self, att: Attempt, reason: str, avoid: ActorWorker | None = None) -> None:
-        """Retry ``att`` (away from ``avoid``) or fail its request with ``NodeFailed``."""
+    def attempt_failed(self, att: Attempt, reason: str, avoid: ActorWorker | None = None,
+                       failure: tuple[int, str] | None = None) -> None:
+        """Retry ``att`` (away from ``avoid``) or fail its request with ``NodeFailed``.
+
+        A single-node run (a model call) is never retried: it fails with ``failure``
+        (TorchServe's status and message for what the handler did), or "Worker died." when
+        there is none (timed out, or its actor died).
+        """
         node, req = att.node, att.req
         log.warning("node attempt failed", request_id=req.request.request_id,
                     workflow=self.workflow, node=node.name, attempt=att.number + 1, reason=reason)
         if req.done:
+            return
+        if req.single:
+            status, message = failure or (500, WORKER_DIED)
+            self.fail(req, prediction_failed(status, message, workflow=self.workflow,
+                                             node=node.name, cause=reason))
             return
         if att.number < node.retry_attempts:
             self.dispatch_or_fail(req, node, att.row, att.number + 1, avoid)

@@ -220,7 +220,8 @@ class RayExecutor:
         return self._submit(request, self.dag.root, single=False)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
-        """Run one node alone on ``request.row``; raises ``ModelNotFound``."""
+        """Run one node alone on ``request.row``, once (see
+        :meth:`ThreadedExecutor.submit_node`: same semantics and errors)."""
         if node not in self.nodes:
             raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
         return self._submit(request, node, single=True)
@@ -238,7 +239,7 @@ class RayExecutor:
         req = Req(request, pending, len(self.dag.leaves), single)
         with engine.lock:
             engine.inflight[id(req)] = req
-        if request.deadline is not None:
+        if request.deadline is not None and not single:  # a model call's attempt has it
             self._deadlines.track(req, request.deadline)
         try:
             engine.dispatch(req, self.nodes[start], request.row, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+import time
 from typing import Any
 
 from kernel.contracts import Batcher
@@ -18,6 +19,7 @@ from kernel.contracts import PredictRequest
 from kernel.contracts import RowMeta
 from kernel.spec import NodeSpec
 from plugins.executors.common import NodeBase
+from plugins.executors.common import start_time
 
 STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
 _STATUS = {STARTING: "LOADING", READY: "READY", BUSY: "BUSY", DEAD: "UNRESPONSIVE"}
@@ -62,11 +64,12 @@ class Attempt:
 class ActorWorker:
     """One actor of a node, served by one collector thread of the driver."""
 
-    __slots__ = ("handle", "index", "node_id", "pid", "retired", "state", "thread")
+    __slots__ = ("handle", "index", "node_id", "pid", "retired", "started", "state", "thread")
 
     def __init__(self, index: int, handle: Any) -> None:
         self.index = index
         self.handle = handle
+        self.started = time.time()  # wall clock, for describe's startTime
         self.state = STARTING
         self.retired = False
         self.node_id: str | None = None
@@ -112,7 +115,7 @@ class RayNode(NodeBase):
         with self.lock:
             workers = [
                 {"id": w.index, "state": w.state, "status": _STATUS[w.state],
-                 "rayNodeId": w.node_id, "pid": w.pid}
+                 "rayNodeId": w.node_id, "pid": w.pid, "startTime": start_time(w.started)}
                 for w in self.workers if not w.retired
             ]
         queued = self.queue_length()

@@ -14,6 +14,7 @@ hop; the first ready child continues on the same thread, siblings go to runner t
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,12 @@ from kernel.errors import Timeout
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from plugins.executors.common import advance
+from plugins.executors.failures import BATCH_MISMATCH
+from plugins.executors.failures import INVALID_OUTPUT
+from plugins.executors.failures import WORKER_DIED
+from plugins.executors.failures import UnsupportedOutput
+from plugins.executors.failures import classify
+from plugins.executors.failures import prediction_failed
 from plugins.executors.response import SerializerLookup
 from plugins.executors.threaded.nodes import NodeRuntime
 from plugins.executors.threaded.nodes import Worker
@@ -82,8 +89,12 @@ class Engine:
         :raises Unavailable: the node's queue is full or the executor is closing.
         """
         att = Attempt(req, node, row, number, time.monotonic())
-        node.timers.append(att)
-        self.hint(att.deadline)
+        if req.single:  # a model call: no timeout-ms, only its request's deadline (TorchServe)
+            att.deadline = math.inf
+            req.attempt = att
+        else:
+            node.timers.append(att)
+            self.hint(att.deadline)
         if node.inline and not node.queue_length():
             worker = node.try_acquire()
             if worker is not None:
@@ -146,14 +157,16 @@ class Engine:
             node.release(worker)
             return None
         worker.on_collector = on_collector
+        error: Exception | None = None
         try:
             outputs = worker.handler([a.row for a in live], [a.req.meta for a in live])
             outputs = self._check(outputs, len(live))
             if not self.typed:
-                outputs = [self.to_wire(o) for o in outputs]
+                outputs = self._wire_all(outputs)
             failure: str | None = None
         except Exception as exc:
             failure = f"{type(exc).__name__}: {exc}"
+            error = exc
             outputs = []
         ran = time.monotonic() - started
         ready: list[tuple[Req, NodeRuntime, dict[str, Any]]] = []
@@ -173,18 +186,25 @@ class Engine:
             self._finish(req)
         if failure is not None:
             for att in kept:
-                self.attempt_failed(att, failure)
+                self.attempt_failed(att, failure, error)
             return None
         return self._continue(ready, here=not on_collector)
 
     def _check(self, outputs: Any, expected: int) -> list[Any]:
         if not isinstance(outputs, list | tuple):
-            raise BadOutput(f"handler returned {type(outputs).__name__}, expected a list")
+            raise BadOutput(f"{INVALID_OUTPUT}: handler returned {type(outputs).__name__}, "
+                            "expected a list")
         if len(outputs) != expected:
-            raise BadOutput(
-                f"handler returned {len(outputs)} outputs for a batch of {expected}"
-            )
+            raise BadOutput(f"{BATCH_MISMATCH}: handler returned {len(outputs)} outputs for a "
+                            f"batch of {expected}")
         return list(outputs)
+
+    def _wire_all(self, outputs: list[Any]) -> list[bytes]:
+        try:
+            return [self.to_wire(o) for o in outputs]
+        except Exception as exc:
+            raise UnsupportedOutput(f"an output cannot be encoded: {type(exc).__name__}: "
+                                    f"{exc}") from exc
 
     def to_wire(self, obj: Any) -> bytes:
         """Compatibility mode: an output as the bytes TorchServe would pass on."""
@@ -220,14 +240,24 @@ class Engine:
 
     # --- settling requests -------------------------------------------------------------------
 
-    def attempt_failed(self, att: Attempt, reason: str) -> None:
-        """Retry ``att`` (from a runner, never inline) or fail its request."""
+    def attempt_failed(self, att: Attempt, reason: str, error: Exception | None = None) -> None:
+        """Retry ``att`` (from a runner, never inline) or fail its request.
+
+        A single-node run (a model call) is never retried: it fails with TorchServe's answer
+        for ``error`` (what the handler raised), or "Worker died." when ``error`` is None (it
+        was abandoned at its deadline).
+        """
         node, req = att.node, att.req
         log.warning(
             "node attempt failed", request_id=req.request.request_id, workflow=self.workflow,
             node=node.name, attempt=att.number + 1, reason=reason,
         )
         if req.done:
+            return
+        if req.single:
+            status, message = (500, WORKER_DIED) if error is None else classify(error)
+            self.fail(req, prediction_failed(status, message, workflow=self.workflow,
+                                             node=node.name, cause=reason))
             return
         if att.number < node.retry_attempts:
             self.dispatch_or_fail(req, node, att.row, att.number + 1, here=False)
@@ -244,7 +274,9 @@ class Engine:
                 return None
             was_running = att.state == RUNNING
             att.state = ABANDONED
-        self.attempt_failed(att, f"timed out after {att.node.timeout_ms} ms")
+        reason = ("no answer within the response timeout" if att.req.single
+                  else f"timed out after {att.node.timeout_ms} ms")
+        self.attempt_failed(att, reason)
         if was_running and att.worker is not None:
             return att.node, att.worker
         return None

@@ -30,6 +30,7 @@ from plugins.executors.threaded.engine import Engine
 from plugins.executors.threaded.nodes import NodeRuntime
 from plugins.executors.threaded.nodes import Worker
 from plugins.executors.threaded.pool import RunnerPool
+from plugins.executors.threaded.state import RUNNING
 from plugins.executors.threaded.state import Attempt
 from plugins.executors.threaded.state import Req
 from plugins.executors.threaded.watchdog import Watchdog
@@ -99,7 +100,7 @@ class ThreadedExecutor:
         )
         self._engine = engine
         self._watchdog = Watchdog(
-            self.name, list(self.nodes.values()), self._expire, engine.request_deadline
+            self.name, list(self.nodes.values()), self._expire, self._deadline
         )
         engine.hint = self._watchdog.hint
         self._watchdog.start()
@@ -160,8 +161,11 @@ class ThreadedExecutor:
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         """Run one node alone (TorchServe's ``/predictions/<wf>__<node>``) with ``request.row``
-        as its input row, through its batcher, workers, retries and timeouts. The future holds
-        the node's output (bytes in compatibility mode). Raises ``ModelNotFound``."""
+        as its input row, through its batcher and workers, once: no retries and no
+        ``timeout-ms``, only the request's deadline (a running handler that overruns it fails
+        the call with "Worker died." and its worker is replaced). The future holds the node's
+        output (bytes in compatibility mode), or fails with ``PredictionFailed`` carrying
+        TorchServe's status and message. Raises ``ModelNotFound``."""
         if node not in self.nodes:
             raise ModelNotFound(f"Model not found: {self.name}__{node}", node=node)
         return self._submit(request, node, single=True)
@@ -196,6 +200,15 @@ class ThreadedExecutor:
         if cont is not None:  # PERF: the chain on this thread, no handoff (run_here)
             engine.run_task(*cont)
         return req.future
+
+    def _deadline(self, req: Req) -> None:
+        """The watchdog's: ``req``'s own deadline passed. A model call whose handler is still
+        running fails as TorchServe's response timeout does ("Worker died.", the worker
+        replaced); anything else fails with ``Timeout``."""
+        assert self._engine is not None
+        if req.attempt is not None and req.attempt.state == RUNNING:
+            self._expire(req.attempt)
+        self._engine.request_deadline(req)
 
     def _expire(self, att: Attempt) -> None:
         assert self._engine is not None

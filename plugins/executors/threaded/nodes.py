@@ -14,7 +14,9 @@ taken back if the node is short of workers, else dropped.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from kernel.contracts import Batcher
 from kernel.contracts import NodeHandler
 from kernel.spec import NodeSpec
 from plugins.executors.common import NodeBase
+from plugins.executors.common import start_time
 
 if TYPE_CHECKING:
     from plugins.executors.threaded.state import Attempt
@@ -35,11 +38,12 @@ _STATUS = {IDLE: "READY", BUSY: "BUSY", STUCK: "UNRESPONSIVE"}  # TorchServe's w
 class Worker:
     """One handler instance of a node."""
 
-    __slots__ = ("handler", "index", "on_collector", "retired", "state")
+    __slots__ = ("handler", "index", "on_collector", "retired", "started", "state")
 
     def __init__(self, index: int, handler: NodeHandler) -> None:
         self.index = index
         self.handler = handler
+        self.started = time.time()  # wall clock, for describe's startTime
         self.state = IDLE
         self.retired = False
         self.on_collector = False  # whether the thread running it is a collector thread
@@ -188,7 +192,8 @@ class NodeRuntime(NodeBase):
         """JSON-able live view of this node."""
         with self.lock:
             workers = [
-                {"id": w.index, "state": w.state, "status": _STATUS[w.state]}
+                {"id": w.index, "state": w.state, "status": _STATUS[w.state],
+                 "startTime": start_time(w.started), "pid": os.getpid()}
                 for w in self.workers
             ]
             stuck = self.stuck

@@ -26,8 +26,8 @@ class Req:
     """One request in flight: its future, the inputs gathered per node, the leaf outputs."""
 
     __slots__ = (
-        "done", "future", "inputs", "leaves_left", "meta", "outputs", "pending", "request",
-        "single", "timings",
+        "attempt", "done", "future", "inputs", "leaves_left", "meta", "outputs", "pending",
+        "request", "single", "timings",
     )
 
     def __init__(
@@ -37,6 +37,8 @@ class Req:
         #: PredictResult, or for a single-node run (``single``) that node's output
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.single = single
+        #: a single-node run's one attempt (it is never retried), None otherwise
+        self.attempt: Attempt | None = None
         self.meta = RowMeta(request.request_id, request.headers, request.response)
         self.pending = pending  # node -> parents still to finish
         self.inputs: dict[str, dict[str, Any]] = {}  # node -> {parent: output}
