@@ -10,22 +10,36 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import falcon
+import yaml
 
 from kernel.errors import BadRequest
 from kernel.errors import MethodNotAllowed
-from kernel.errors import ModelNotFound
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
 from kernel.lifecycle import update_workflow
 from kernel.redact import redact_url
+from kernel.registry import page
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import media_type
 from plugins.api.decoding import read_body
+from plugins.api.inference import Predicting
+from plugins.api.model_call import apply_response
+from plugins.api.model_call import call_node
+from plugins.api.model_call import check_version
+from plugins.api.model_call import find_node
+from plugins.api.model_call import model_version
+from plugins.api.model_call import with_headers
 
 #: TorchServe's 405 message (the same text as Falcon's own 405 answers)
 NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
+#: what TorchServe reports for a workflow model's startup timeout and retry window (seconds);
+#: wfserve loads workers once, at registration or scale time, and never retries a start
+STARTUP_TIMEOUT = 120
+MAX_RETRY_TIMEOUT_S = 300
 
 if TYPE_CHECKING:
+    from kernel.contracts import Archive
+    from kernel.contracts import ResponseMeta
     from kernel.core import Kernel
     from kernel.registry import Registered
     from kernel.spec import NodeSpec
@@ -60,7 +74,10 @@ class WorkflowCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = self._register_params(req, self.kernel.settings.max_request_size)
-        entry = register_workflow(self.kernel, params.get("url"), params.get("workflow_name"),
+        # NOTE: an empty workflow_name is TorchServe's "no name" (the manifest's is used); an
+        # empty url is a url, naming the store itself (TorchServe's 404), only a missing one 400
+        entry = register_workflow(self.kernel, params.get("url"),
+                                  params.get("workflow_name") or None,
                                   params.get("version") or None)
         _send(resp, {"status": f"Workflow {entry.name} has been registered and scaled "
                                "successfully."})
@@ -89,7 +106,9 @@ class WorkflowCollection:
             if not isinstance(body, dict):
                 raise BadRequest("The registration body must be a JSON object")
             return {k: str(v) for k, v in body.items() if v is not None}
-        return {k: req.get_param(k) for k in ("url", "workflow_name", "version")}
+        query = falcon.uri.parse_query_string(req.query_string, keep_blank=True)
+        first = {k: v[0] if isinstance(v, list) else v for k, v in query.items()}
+        return {k: first.get(k) for k in ("url", "workflow_name", "version")}
 
 
 def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
@@ -152,17 +171,6 @@ class WorkflowItem:
         _send(resp, {"status": f'Workflow "{name}" unregistered'})
 
 
-def find_node(kernel: Kernel, model_name: str) -> tuple[Registered, NodeSpec]:
-    """Resolve ``<workflow>__<node>``; ``ModelNotFound`` with TorchServe's message if absent."""
-    wf, sep, node = model_name.partition("__")
-    if sep and wf in kernel.registry:
-        entry = kernel.registry.get(wf)
-        spec = entry.workflow.spec.nodes.get(node)
-        if spec is not None:
-            return entry, spec
-    raise ModelNotFound(f"Model not found: {model_name}", model=model_name)
-
-
 class ModelCollection:
     """``/models``: the model nodes of every workflow as ``<wf>__<node>`` (functions hidden)."""
 
@@ -177,51 +185,136 @@ class ModelCollection:
             for e in self.kernel.registry.entries()
             for n in e.workflow.spec.models
         )
-        offset, limit = _page_params(req)
-        limit = 100 if limit <= 0 or limit > 100 else limit
-        offset = max(offset, 0)
+        items, token = page(models, *_page_params(req))
         body: dict[str, Any] = {}
-        if offset + limit <= len(models):
-            body["nextPageToken"] = str(offset + limit)
-        body["models"] = [
-            {"modelName": name, "modelUrl": url} for name, url in models[offset:offset + limit]
-        ]
+        if token is not None:
+            body["nextPageToken"] = str(token)
+        body["models"] = [{"modelName": name, "modelUrl": url} for name, url in items]
         _send(resp, body)
 
 
 class ModelItem:
-    """``/models/{wf}__{node}``: describe one workflow node as TorchServe describes a model."""
+    """``/models/{wf}__{node}[/{version}]``: describe one workflow node as TorchServe describes
+    a model (:func:`describe_model`); ``?customized=true`` adds the handler's own metadata,
+    as TorchServe's ``describe`` call to the worker does; version ``all`` lists every one."""
 
     __slots__ = ("kernel",)
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str,
+               version: str | None = None) -> None:
         entry, node = find_node(self.kernel, name)
-        live = entry.executor.describe().get("nodes", {}).get(node.name, {})
-        c = node.config
-        archive = entry.workflow.node_archives.get(node.name)
-        body: dict[str, Any] = {"modelName": name, "modelVersion": (archive and archive.version)
-                                or "1.0"}
-        if node.url:
-            body["modelUrl"] = redact_url(node.url)
-        body.update({
-            "runtime": "python",
-            "minWorkers": c.min_workers,
-            "maxWorkers": c.max_workers,
-            "batchSize": c.batch_size,
-            "maxBatchDelay": c.max_batch_delay,
-            "responseTimeout": self.kernel.settings.default_response_timeout,
-            "retryAttempts": c.retry_attempts,
-            "timeoutMs": c.timeout_ms,
-            "deviceType": "cpu",
-            "workers": live.get("workers", []),
-            "jobQueueStatus": {
-                "remainingCapacity": max(
-                    self.kernel.settings.job_queue_size - live.get("queued", 0), 0
-                ),
-                "pendingRequests": live.get("queued", 0),
-            },
-        })
-        _send(resp, [body])
+        if version != "all":
+            check_version(entry, node, name, version)
+        meta = customized = None
+        if version != "all" and (req.get_param("customized") or "").lower() == "true":
+            request = with_headers(Predicting(self.kernel)._request(req, {}), describe="True")
+            data = call_node(self.kernel, entry, node, request)
+            meta = request.response
+            customized = _json_object(data) if data else None
+        _send(resp, [describe_model(self.kernel, entry, node, name, customized)])
+        if meta is not None:
+            apply_response(resp, meta)
+            resp.content_type = meta_content_type(meta) or falcon.MEDIA_JSON
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    """TorchServe's ``customizedMetadata``: the handler's answer as a JSON object, ``{}`` when
+    it is not one."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def meta_content_type(meta: ResponseMeta) -> str | None:
+    """The Content-Type a handler set, if any."""
+    found = [v for k, v in meta.headers.items() if k.lower() == "content-type"]
+    return found[-1] if found else None
+
+
+def _mar_workers(archive: Archive | None) -> tuple[int, int] | None:
+    """``minWorkers``/``maxWorkers`` of a ``.mar``'s model-config.yaml when TorchServe would
+    use them (min > 0 and max >= min), else None."""
+    if archive is None or not archive.config_file:
+        return None
+    try:
+        config = yaml.safe_load(archive.path(archive.config_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    lo, hi = config.get("minWorkers"), config.get("maxWorkers")
+    if type(lo) is int and type(hi) is int and lo > 0 and hi >= lo:
+        return lo, hi
+    return None
+
+
+def _workers(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """TorchServe's worker entries: READY while loaded (idle or busy), else UNLOADING; one
+    process holds every threaded worker, which no per-worker memory figure can tell apart."""
+    return [{
+        "id": str(w.get("id")),
+        "startTime": w.get("startTime", ""),
+        "status": "READY" if w.get("status") in ("READY", "BUSY") else "UNLOADING",
+        "memoryUsage": 0,
+        "pid": w.get("pid") or 0,
+        "gpu": False,
+        "gpuUsage": "N/A",
+    } for w in live]
+
+
+def describe_model(kernel: Kernel, entry: Registered, node: NodeSpec, name: str,
+                   customized: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TorchServe 0.12.0's ``DescribeModelResponse`` for one node (its fields in its order,
+    those it leaves null on CPU omitted, as Gson does), then wfserve's own fields.
+
+    As TorchServe reports a workflow model: ``minWorkers`` = ``maxWorkers`` = the node's
+    ``max-workers`` (live), unless its ``.mar``'s model-config.yaml sets valid ones.
+    ``customized``: the handler's own metadata (``?customized=true``), placed where
+    TorchServe places it.
+    """
+    live = entry.executor.describe().get("nodes", {}).get(node.name, {})
+    c = node.config
+    archive = entry.workflow.node_archives.get(node.name)
+    workers = live.get("maxWorkers", c.max_workers)
+    lo, hi = _mar_workers(archive) or (workers, workers)
+    queued = live.get("queued", 0)
+    body: dict[str, Any] = {"modelName": name, "modelVersion": model_version(entry, node)}
+    if node.url:
+        body["modelUrl"] = redact_url(node.url)
+    body.update({
+        "runtime": "python",
+        "minWorkers": lo,
+        "maxWorkers": hi,
+        "batchSize": live.get("batchSize", c.batch_size),
+        "maxBatchDelay": live.get("maxBatchDelay", c.max_batch_delay),
+        "responseTimeout": kernel.settings.default_response_timeout,
+        "startupTimeout": STARTUP_TIMEOUT,
+        "maxRetryTimeoutInSec": MAX_RETRY_TIMEOUT_S,
+        "clientTimeoutInMills": 0,
+        "parallelType": "",
+        "parallelLevel": 0,
+        "deviceType": "cpu",
+        "continuousBatching": False,
+        "useJobTicket": False,
+        "useVenv": False,
+        "stateful": False,
+        "sequenceMaxIdleMSec": 0,
+        "sequenceTimeoutMSec": 0,
+        "maxNumSequence": 0,
+        "maxSequenceJobQueueSize": 0,
+        "loadedAtStartup": False,
+        "workers": _workers(live.get("workers", [])),
+        "jobQueueStatus": {
+            "remainingCapacity": max(kernel.settings.job_queue_size - queued, 0),
+            "pendingRequests": queued,
+        },
+    })
+    if customized is not None:
+        body["customizedMetadata"] = customized
+    body.update({"retryAttempts": c.retry_attempts, "timeoutMs": c.timeout_ms})
+    return body

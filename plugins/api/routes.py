@@ -14,6 +14,7 @@ from plugins.api.management import ModelCollection
 from plugins.api.management import ModelItem
 from plugins.api.management import WorkflowCollection
 from plugins.api.management import WorkflowItem
+from plugins.api.model_call import NodeExplanation
 from plugins.api.model_call import NodePrediction
 from plugins.api.openapi import ApiDescription
 from plugins.api.openapi import RootOptions
@@ -45,6 +46,11 @@ def add_routes(app: falcon.App, kernel: Kernel, surface: str) -> None:
             ("/wfpredict/{name}", WorkflowPrediction(kernel)),
             ("/wfpredict/{name}/{version}", WorkflowPrediction(kernel)),
             ("/predictions/{name}", NodePrediction(kernel)),
+            ("/predictions/{name}/{version}", NodePrediction(kernel)),
+            ("/predictions/{name}/{version}/{url_path:path}", NodePrediction(kernel)),
+            ("/explanations/{name}", NodeExplanation(kernel)),
+            ("/explanations/{name}/{version}", NodeExplanation(kernel)),
+            ("/explanations/{name}/{version}/{url_path:path}", NodeExplanation(kernel)),
         ],
         "management": [
             ("/workflows", WorkflowCollection(kernel)),
@@ -55,6 +61,7 @@ def add_routes(app: falcon.App, kernel: Kernel, surface: str) -> None:
             ("/workflows/{name}/{version}/set-default", DefaultVersion(kernel)),
             ("/models", ModelCollection(kernel)),
             ("/models/{name}", ModelItem(kernel)),
+            ("/models/{name}/{version}", ModelItem(kernel)),
         ],
         "metrics": [("/metrics", Metrics())],
     }

@@ -60,6 +60,9 @@ class FakeExecutor:
         return future
 
     def submit_node(self, node, request):
+        # a handler that sets its Content-Type (wsgiref's validator, which Falcon's test
+        # client runs, refuses an answer without one; over HTTP it may have none)
+        request.response.headers["Content-Type"] = "application/json"
         future = concurrent.futures.Future()
         future.set_result({"node": node, "row": repr(request.row)})
         return future
@@ -224,7 +227,8 @@ def test_models_views_and_node_predictions(env):
         "models": [{"modelName": "seq_wf__m1", "modelUrl": "m1.mar"}]}
     (model,) = mgmt.simulate_get("/models/seq_wf__m1").json
     assert model["modelName"] == "seq_wf__m1" and model["modelVersion"] == "2.0"
-    assert model["workers"] == [{"id": "1", "status": "READY"}]
+    assert model["workers"] == [{"id": "1", "startTime": "", "status": "READY",
+                                 "memoryUsage": 0, "pid": 0, "gpu": False, "gpuUsage": "N/A"}]
     (function,) = mgmt.simulate_get("/models/seq_wf__pre").json
     assert "modelUrl" not in function
     r = mgmt.simulate_get("/models/nope")
@@ -233,7 +237,7 @@ def test_models_views_and_node_predictions(env):
     r = inf.simulate_post("/predictions/seq_wf__m1", body=b"x", params={"q": "1"})
     assert r.status_code == 200
     assert json.loads(r.text)["node"] == "m1"
-    assert "'q': b'1'" in json.loads(r.text)["row"]
+    assert "'q'" not in json.loads(r.text)["row"]  # query parameters are not inputs
 
 
 def test_ping(env):
