@@ -2,9 +2,10 @@
 
 ``probe`` (the root) answers, per row, a JSON report of its inputs (type and value of each),
 the context's request headers and request id (and, with an ``X-Surface`` header, its metrics
-cache answers and the rest of the ``ts.context.Context`` surface), as ``bytes``. ``relay`` passes its input on unchanged. In
-``chain_wf`` the probe's children answer different types (``kid`` a dict, ``left`` a str,
-``right`` a bytearray) and ``join`` reports what reached it from each.
+cache answers and the rest of the ``ts.context.Context`` surface), as ``bytes``. ``relay``
+passes its input on unchanged. In ``chain_wf`` the probe's children answer different types
+(``kid`` a dict, ``left`` a str, ``right`` a bytearray) and ``join`` reports what reached it
+from each.
 """
 import json
 
