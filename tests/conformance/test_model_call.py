@@ -295,3 +295,40 @@ def test_names_that_could_name_another_file_are_refused(mgmt, name):
     assert r.json()["message"].startswith(f"Invalid workflow name: {name!r}: a name must be")
     r = mgmt.post("/workflows", params={"url": "mc.war", "workflow_name": "v", "version": name})
     assert (r.status_code, r.json()["type"]) == (400, "BadRequestException")
+
+
+# --- the Ray executor ------------------------------------------------------------------------
+
+
+def test_a_model_call_on_the_ray_executor(tmp_path):
+    """The same call semantics when each worker is a Ray actor: the handler's answer meta
+    crosses back from the actor, a failure is classified there and runs once, the describe
+    names each actor's process."""
+    models, wars = tmp_path / "model_store", tmp_path / "wf_store"
+    build_mar(models, "probe", handler=HANDLER, version="2.0")
+    build_mar(models, "configured", handler=HANDLER, config_file=HERE / "model-config.yaml")
+    spec = tmp_path / "one_worker.yaml"
+    spec.write_text((HERE / "probe_workflow.yaml").read_text().replace("max-workers: 2",
+                                                                       "max-workers: 1"))
+    build_war(wars, "mc", spec_file=spec, handler=HANDLER)
+    log = tmp_path / "calls.log"
+    with WfserveServer(tmp_path, "--model-store", str(models), "--workflow-store", str(wars),
+                       "--no-snapshot", "--workflows", "mc.war", "--executor", "ray",
+                       "--ray-num-cpus", "2") as srv, httpx.Client(timeout=60) as client:
+        r = client.post(f"{srv.inference}/predictions/mc__probe", content=json.dumps(
+            {"cmd": "respond", "status": 202, "phrase": "Queued", "headers": {"X-A": "1"}}))
+        assert (r.status_code, r.reason_phrase, r.headers["x-a"], r.text) == (
+            202, "Queued", "1", "done")
+        assert "content-type" not in r.headers
+        r = client.post(f"{srv.inference}/predictions/mc__pre",
+                        content=json.dumps({"cmd": "raise", "log": str(log)}))
+        assert (r.status_code, r.json()) == (503, error(503, "Prediction failed"))
+        assert log.read_text() == "call\n"
+        r = client.post(f"{srv.inference}/predictions/mc__pre",
+                        content=json.dumps({"cmd": "prediction_exception", "code": 409,
+                                            "message": "taken"}))
+        assert (r.status_code, r.json()) == (409, error(409, "taken"))
+        (probe,) = client.get(f"{srv.management}/models/mc__probe").json()
+        (worker,) = probe["workers"]
+        assert START_TIME.fullmatch(worker["startTime"]) and worker["pid"] > 0
+        assert (probe["minWorkers"], probe["maxWorkers"], worker["status"]) == (1, 1, "READY")
