@@ -210,3 +210,79 @@ def expected_par(x: list[float] = SAMPLE) -> dict[str, object]:
     a = _rounded(run_model("m1", [x])[0])
     b = _rounded(run_model("m2", [x])[0])
     return {"m1": a, "m2": b, "sum": [round(p + q, 6) for p, q in zip(a, b, strict=True)]}
+
+
+# --- TorchServe's own handlers (tests/integration/test_ts_handlers.py) ----------------------
+
+TS_ASSETS = ASSETS / "ts"
+TINY_HANDLER = TS_ASSETS / "tiny_handler.py"  # a ts BaseHandler subclass
+RESNET_MODEL = TS_ASSETS / "resnet18_model.py"  # torchvision ResNet-18, 10 classes
+INDEX_TO_NAME = TS_ASSETS / "index_to_name.json"
+TS_WORKFLOW_HANDLER = TS_ASSETS / "workflow_handler.py"
+
+
+@functools.cache
+def resnet18() -> object:
+    """torchvision's ResNet-18 (10 classes) with random weights (seed 3), in eval mode; the
+    class of ``resnet18_model.py``, so its state dict loads there. Built once per process."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("tests_assets_resnet18_model", RESNET_MODEL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(3)
+    return module.ResNet18Classifier().eval()
+
+
+def save_resnet18(out_dir: Path, *, torchscript: bool) -> Path:
+    """:func:`resnet18` as TorchScript (``torch.jit.script`` + ``save``, ``resnet18.pt``) or as
+    a state dict for ``--model-file`` (``resnet18.pth``)."""
+    import torch
+
+    model = resnet18()
+    if not torchscript:
+        path = Path(out_dir) / "resnet18.pth"
+        torch.save(model.state_dict(), path)
+        return path
+    path = Path(out_dir) / "resnet18.pt"
+    with warnings.catch_warnings():  # torch deprecates TorchScript; TorchServe loads it
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.", category=DeprecationWarning)
+        torch.jit.script(model).save(str(path))
+    return path
+
+
+@dataclass(frozen=True)
+class TsStores:
+    """What :func:`build_ts_stores` builds: ``tiny_wf.war`` (pre -> [eager, scripted] -> both,
+    a ``BaseHandler`` subclass over a ``--model-file`` and a TorchScript model) and
+    ``vision_wf.war`` (pre -> [resnet_scripted, resnet_eager] -> classes, TorchServe's built-in
+    ``image_classifier``), with their ``.mar`` files in ``model_store``."""
+
+    model_store: Path
+    workflow_store: Path
+
+
+def build_ts_stores(root: Path) -> TsStores:
+    """Build the archives of TorchServe's own handlers with the official archivers."""
+    root = Path(root)
+    build, models, wars = root / "build", root / "model_store", root / "wf_store"
+    for folder in (build, models, wars):
+        folder.mkdir(parents=True, exist_ok=True)
+    build_mar(models, "tiny_eager", handler=TINY_HANDLER, model_file=TINY_MODEL,
+              serialized_file=save_state_dict("tiny", build),
+              config_file=TS_ASSETS / "profile_config.yaml")
+    build_mar(models, "tiny_scripted", handler=TINY_HANDLER,
+              serialized_file=save_torchscript("tiny", build))
+    build_mar(models, "resnet_scripted", handler="image_classifier",
+              serialized_file=save_resnet18(build, torchscript=True),
+              extra_files=[INDEX_TO_NAME])
+    build_mar(models, "resnet_eager", handler="image_classifier", model_file=RESNET_MODEL,
+              serialized_file=save_resnet18(build, torchscript=False),
+              extra_files=[INDEX_TO_NAME])
+    for name in ("tiny", "vision"):
+        build_war(wars, f"{name}_wf", spec_file=TS_ASSETS / f"{name}_workflow.yaml",
+                  handler=TS_WORKFLOW_HANDLER)
+    return TsStores(models, wars)
