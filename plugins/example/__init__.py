@@ -37,7 +37,7 @@ def save_classifier(path: Path) -> Path:
 
     torch.manual_seed(7)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    with warnings.catch_warnings():  # NOTE: torch 2.13 deprecates jit.trace with a warning
+    with warnings.catch_warnings():  # NOTE: torch deprecates jit.trace with a warning
         warnings.simplefilter("ignore")
         torch.jit.trace(net.eval(), torch.zeros(1, 4)).save(str(path))
     return path
@@ -53,8 +53,8 @@ def build_example(model_store: Path, workflow_store: Path) -> Path:
     if not (model_store / f"{MODEL}.mar").exists():
         with tempfile.TemporaryDirectory() as tmp:
             weights = save_classifier(Path(tmp) / "classifier.pt")
-            build_mar(MODEL, "1.0", "base_handler", serialized_file=weights,
-                      export_path=model_store)
+            build_mar(MODEL, "1.0", str(ASSETS / "example_classifier.py"),
+                      serialized_file=weights, export_path=model_store)
     war = workflow_store / f"{NAME}.war"
     if not war.exists():
         build_war(NAME, ASSETS / "example_workflow.yaml", ASSETS / "example_handler.py",
