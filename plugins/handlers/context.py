@@ -72,13 +72,35 @@ class RequestProcessor:
 
     Header names are looked up as given first, then without case: behind WSGI the client's
     spelling is lost, so headers have their canonical names (``Content-Type``).
+    :meth:`for_row` builds the header dict only when a handler first reads it.
     """
 
-    def __init__(self, request_header: dict[str, Any]) -> None:
-        self._request_header = request_header
+    __slots__ = ("_header", "_reason_phrase", "_response_header", "_source", "_status_code")
+
+    def __init__(self, request_header: dict[str, Any] | None = None,
+                 source: tuple[Mapping[str, Any], Mapping[str, str]] | None = None) -> None:
+        self._header = request_header
+        self._source = source
         self._status_code = 200
         self._reason_phrase: str | None = None
         self._response_header: dict[str, str] = {}
+
+    @classmethod
+    def for_row(cls, row: Mapping[str, Any], headers: Mapping[str, str]) -> RequestProcessor:
+        """The processor of one input row; its header dict is :func:`request_header`."""
+        return cls(None, (row, headers))
+
+    @property
+    def _request_header(self) -> dict[str, Any]:
+        if self._header is None:  # PERF: most handlers never read their headers
+            row, headers = self._source or ({}, {})
+            self._header = request_header(row, headers)
+        return self._header
+
+    def answer_set(self) -> bool:
+        """Whether the handler set anything for this row's answer."""
+        return (self._status_code != 200 or self._reason_phrase is not None
+                or bool(self._response_header))
 
     def get_request_property(self, key: str) -> Any:
         """The header (or parameter entry) ``key``, matched exactly, else without case."""
@@ -158,15 +180,24 @@ class Context:
     def begin_batch(self, rows: Sequence[Mapping[str, Any]], meta: Sequence[RowMeta]) -> None:
         """Set the request ids, request headers and fresh response state of the batch about to
         be handled (``rows`` as the executor built them, before any conversion)."""
-        self.request_ids = {i: handler_request_id(m.request_id) for i, m in enumerate(meta)}
-        self.request_processor = [RequestProcessor(request_header(row, m.headers))
-                                  for row, m in zip(rows, meta, strict=True)]
-        self.metrics.set_request_ids(self.request_ids)
+        if len(rows) != len(meta):
+            raise ValueError(f"{len(rows)} rows but {len(meta)} row metas")
+        ids: dict[int, str] = {}
+        processors: list[RequestProcessor] = []
+        for i, row in enumerate(meta):
+            ids[i] = handler_request_id(row.request_id)
+            processors.append(RequestProcessor(None, (rows[i], row.headers)))
+        self.request_ids = ids
+        self.request_processor = processors
+        self.metrics.set_request_ids(ids)
 
     def record_responses(self, meta: Sequence[RowMeta]) -> None:
         """Copy what the handler set for each row's answer (status, phrase, headers as written)
-        into ``meta[i].response``."""
-        for processor, row in zip(self.request_processor or [], meta, strict=True):
+        into ``meta[i].response``; a row whose answer the handler left alone is left alone."""
+        for processor, row in zip(self.request_processor or (), meta, strict=False):
+            if (processor._status_code == 200 and processor._reason_phrase is None
+                    and not processor._response_header):
+                continue  # PERF: nothing set, nothing to copy
             response = row.response
             response.status = processor.get_response_status_code()
             response.phrase = processor.get_response_status_phrase()

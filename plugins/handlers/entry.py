@@ -37,6 +37,8 @@ from plugins.handlers.native import NativeBaseHandler
 EXTRA = "wfserve[ts]"
 
 Entry = Callable[[Any, Any], Any]
+#: the raw value types (a tuple: faster in ``isinstance`` than a union)
+RAW = (bytes, bytearray)
 
 
 def split_handler(handler: str) -> tuple[str, str | None]:
@@ -129,7 +131,11 @@ def load_entry(archive: Archive, function: str | None, context: Context,
 
 def raw_as_bytearray(row: dict[str, Any]) -> dict[str, Any]:
     """A new row with every ``bytes`` or ``bytearray`` value a new ``bytearray``."""
-    return {k: bytearray(v) if isinstance(v, bytes | bytearray) else v for k, v in row.items()}
+    out = dict(row)
+    for key, value in row.items():
+        if isinstance(value, RAW):
+            out[key] = bytearray(value)
+    return out
 
 
 class TsHandler:

@@ -62,7 +62,7 @@ def test_what_the_handler_sets_is_copied_into_the_row_meta():
 
     meta = [RowMeta("a"), RowMeta("b")]
     handler(entry)([{"body": b""}, {"body": b""}], meta)
-    assert meta[0].response == ResponseMeta(200, None, {})
+    assert meta[0].response == ResponseMeta()  # left alone: nothing set, nothing copied
     assert meta[1].response == ResponseMeta(418, "Teapot", {"content-type": "text/x-tea",
                                                             "X-Brew": "green"})
 
