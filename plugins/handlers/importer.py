@@ -50,12 +50,12 @@ def _local_names(root: Path) -> set[str]:
 def isolated(root: Path) -> Iterator[None]:
     """Run the body with ``root`` first on ``sys.path`` and its own module names unshadowed.
 
-    torch 2.13 deprecates ``torch.jit.load``, which TorchServe handlers and TorchScript
-    archives rely on; that warning is not the user's to act on at load time, so it is
-    silenced here (and only that one).
+    torch deprecates ``torch.jit.load`` (2.13 with a DeprecationWarning, 2.14 with a
+    FutureWarning), which TorchServe handlers and TorchScript archives rely on; that warning
+    is not the user's to act on at load time, so it is silenced here (and only that one).
     """
     with _LOCK, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION)  # Deprecation or Future
         local = _local_names(root)
         hidden = {n: sys.modules.pop(n) for n in list(sys.modules) if n.split(".")[0] in local}
         entry = str(root)
