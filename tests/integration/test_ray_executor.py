@@ -8,11 +8,14 @@ import shutil
 import httpx
 import pytest
 
+from tests.archives import ASSETS
 from tests.archives import SAMPLE
+from tests.archives import build_war
 from tests.helpers import WfserveServer
 
 pytestmark = pytest.mark.integration
 JSON = {"Content-Type": "application/json"}
+CONTRACT = ASSETS / "contract"
 INPUTS = [SAMPLE, [1.0, -2.0, 0.5, 3.25], *([i / 10, 0.2, -i / 7, 1.0] for i in range(22))]
 
 
@@ -45,6 +48,18 @@ def answers(server):
         return {(n, x): (status, body) for n, x, status, body in pool.map(one, jobs)}
 
 
+def failing_at_load_is_torchserves_500(server, stores):
+    """A function node whose ``fn(None, context)`` raises in its actor fails the registration
+    with TorchServe's message, as on the threaded executor."""
+    build_war(stores / "wf_store", "crash_wf", spec_file=CONTRACT / "crash_workflow.yaml",
+              handler=CONTRACT / "entry_handler.py")
+    r = httpx.post(f"{server.management}/workflows", params={"url": "crash_wf.war"}, timeout=60)
+    assert (r.status_code, r.json()["message"]) == (500, (
+        "Workflow crash_wf has failed to register. Failures: [Failed to start workers for "
+        "model crash_wf__crash version: 1.0]")), r.text
+    assert httpx.get(f"{server.management}/workflows/crash_wf").status_code == 404
+
+
 def test_ray_executor_answers_as_the_threaded_one_over_http(stores, tmp_path):
     with serve(stores, tmp_path / "threaded") as threaded:
         reference = answers(threaded)
@@ -52,6 +67,7 @@ def test_ray_executor_answers_as_the_threaded_one_over_http(stores, tmp_path):
     assert all(status == 200 for status, _ in reference.values())
     with serve(stores, tmp_path / "ray", "--executor", "ray", "--ray-num-cpus", "2") as ray_srv:
         assert answers(ray_srv) == reference
+        failing_at_load_is_torchserves_500(ray_srv, stores)
         described = httpx.get(f"{ray_srv.management}/workflows/seq_wf", timeout=30)
         assert described.status_code == 200, described.text
         nodes = described.json()[0]["nodes"]

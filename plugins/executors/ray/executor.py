@@ -89,14 +89,17 @@ class RayExecutor:
                 failures[name] = exc.message if isinstance(exc, WfserveError) else str(exc)
         waiting = {w.handle.ready.remote(): (node, w) for node in self.nodes.values()
                    for w in node.workers if node.name not in failures}
-        failures.update(self._await_ready(ray, waiting))
-        if failures:
+        not_started = self._await_ready(ray, waiting)
+        for name, reason in not_started.items():
+            log.error("workers failed to start", workflow=self.name, node=name, reason=reason)
+        if failures or not_started:
             self._kill_all()
             for node in self.nodes.values():
                 node.batcher.close()
             self.nodes.clear()
             messages = [f"Workflow Node {self.name}__{n} failed to register. Details: {d}"
                         for n, d in failures.items()]
+            messages += [self._start_failure(n) for n in not_started]
             raise RegistrationFailed(
                 f"Workflow {self.name} has failed to register. Failures: [{', '.join(messages)}]",
                 workflow=self.name, failures=messages,
@@ -130,6 +133,13 @@ class RayExecutor:
             node.spec, archive, self._packed[key], context, self.workflow.spec.typed
         )
         return ActorWorker(index, handle)
+
+    def _start_failure(self, name: str) -> str:
+        """TorchServe's message for a node whose workers (actors) failed to start."""
+        spec = self.workflow.spec.nodes[name]
+        archive = self.workflow.node_archives.get(name)
+        version = (archive.version if spec.kind == "model" and archive else None) or "1.0"
+        return f"Failed to start workers for model {self.name}__{name} version: {version}"
 
     def _await_ready(self, ray: Any, waiting: dict[Any, tuple[RayNode, ActorWorker]]
                      ) -> dict[str, str]:
