@@ -116,8 +116,16 @@ def test_handler_class_sees_the_context(hooks, mars, tmp_path):
     assert context.metrics.add_time("HandlerTime", 1.5, None, "ms") is None
 
 
+def without_ts(monkeypatch):
+    """Import as on a machine without ``wfserve[ts]``: ``ts`` and every ``ts.*`` module an
+    earlier test imported are hidden for this test."""
+    for name in [m for m in sys.modules if m == "ts" or m.startswith("ts.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "ts", None)
+
+
 def test_torchscript_with_the_builtin_base_handler(hooks, mars, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ts", None)  # as without wfserve[ts]
+    without_ts(monkeypatch)
     handler, _ = load(hooks, tmp_path, mars["torchscript"], node="m2")
     out = handler(body_rows(), meta(2))
     assert flat(out) == pytest.approx(flat(archives.run_model("m2", ROWS)), abs=1e-6)
@@ -125,7 +133,7 @@ def test_torchscript_with_the_builtin_base_handler(hooks, mars, tmp_path, monkey
 
 def test_eager_model_file_and_state_dict_with_the_builtin_base_handler(
         hooks, mars, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ts", None)
+    without_ts(monkeypatch)
     handler, _ = load(hooks, tmp_path, mars["eager"], node="tiny")
     out = handler(body_rows(), meta(2))
     assert len(out[0]) == 3
@@ -169,7 +177,7 @@ def test_a_function_named_in_the_dag_but_missing_from_the_handler(hooks, peer_st
 
 
 def test_other_builtin_handlers_name_the_ts_extra(hooks, peer_stores, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ts", None)
+    without_ts(monkeypatch)
     mar = archives.build_mar(tmp_path / "ic", "ic", handler="image_classifier",
                              serialized_file=peer_stores.root / "build" / "m1.pt")
     with pytest.raises(HandlerError, match=r"wfserve\[ts\]"):
@@ -177,7 +185,7 @@ def test_other_builtin_handlers_name_the_ts_extra(hooks, peer_stores, tmp_path, 
 
 
 def test_a_handler_importing_ts_names_the_extra(hooks, peer_stores, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ts", None)
+    without_ts(monkeypatch)
     source = tmp_path / "ts_handler.py"
     source.write_text("from ts.torch_handler.base_handler import BaseHandler\n\n"
                       "class H(BaseHandler):\n    pass\n")

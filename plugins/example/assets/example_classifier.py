@@ -7,11 +7,12 @@ whether the ``ts`` package is installed or not (its ``base_handler`` expects ten
 import json
 import os
 
-import torch
-
 
 class ExampleClassifier:
     def initialize(self, context):
+        import torch  # here, not at import: importing wfserve's modules loads no torch
+
+        self.torch = torch
         properties = context.system_properties
         serialized = context.manifest["model"]["serializedFile"]
         path = os.path.join(properties["model_dir"], serialized)  # noqa: PTH118
@@ -26,6 +27,7 @@ class ExampleClassifier:
             if isinstance(body, str):
                 body = json.loads(body)
             rows.append([float(v) for v in body])
+        torch = self.torch
         with torch.inference_mode():
             scores = self.model(torch.tensor(rows, dtype=torch.float32))
         return scores.tolist()
