@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.archives import ASSETS
@@ -47,18 +46,6 @@ def server(peer_stores, tmp_path_factory):
     (wars / "notazip.war").write_text("not a zip\n")
     with WfserveServer(root, "--model-store", str(models), "--workflow-store", str(wars)) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def mgmt(server):
-    with httpx.Client(base_url=server.management, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def inf(server):
-    with httpx.Client(base_url=server.inference, timeout=60) as client:
-        yield client
 
 
 def test_steps_01_to_09_register_list_page_describe(mgmt):

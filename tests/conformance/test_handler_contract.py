@@ -53,18 +53,6 @@ def server(tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def inf(server):
-    with httpx.Client(base_url=server.inference, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def mgmt(server):
-    with httpx.Client(base_url=server.management, timeout=60) as client:
-        yield client
-
-
 def probe(inf, method="POST", **kwargs) -> dict:
     """The root's report (``root_wf``: probe -> relay)."""
     r = inf.request(method, "/wfpredict/root_wf", **kwargs)

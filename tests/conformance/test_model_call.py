@@ -53,18 +53,6 @@ def server(tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def inf(server):
-    with httpx.Client(base_url=server.inference, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def mgmt(server):
-    with httpx.Client(base_url=server.management, timeout=60) as client:
-        yield client
-
-
 def call(inf, path="/predictions/mc__probe", **command):
     return inf.post(path, content=json.dumps(command).encode())
 
