@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from kernel.errors import UsageError
+from kernel.properties import PropertiesError
+from kernel.properties import parse_properties
 
 ENV_PREFIX = "WFSERVE_"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "wfserve.yaml"
@@ -325,41 +327,17 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
 
 
 def read_properties(path: Path) -> dict[str, str]:
-    """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``.
+    """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``,
+    escapes processed as ``java.util.Properties`` does (:mod:`kernel.properties`).
 
-    Handles ``#``/``!`` comments, ``=``, ``:`` or blank separators and ``\\`` continuations.
+    :raises UsageError: the file cannot be read, or holds a malformed ``\\uXXXX`` escape.
     """
     try:
-        lines = path.read_text().splitlines()
+        return parse_properties(path.read_text(encoding="latin-1"))
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
-    out: dict[str, str] = {}
-    logical = ""
-    for raw in lines:
-        line = raw.strip() if not logical else raw.lstrip()
-        if not logical and (not line or line[0] in "#!"):
-            continue
-        if line.endswith("\\") and not line.endswith("\\\\"):
-            logical += line[:-1]
-            continue
-        logical += line
-        key, value = _split_property(logical)
-        out[key] = value
-        logical = ""
-    if logical:
-        key, value = _split_property(logical)
-        out[key] = value
-    return out
-
-
-def _split_property(line: str) -> tuple[str, str]:
-    for i, ch in enumerate(line):
-        if ch in "=:" or ch.isspace():
-            rest = line[i:].lstrip()
-            if rest[:1] in ("=", ":"):
-                rest = rest[1:]
-            return line[:i].strip(), rest.strip()
-    return line.strip(), ""
+    except PropertiesError as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 def load_settings(

@@ -134,3 +134,34 @@ def test_properties_reader_separators_and_continuations(tmp_path):
 def test_shipped_default_config_loads():
     s = load_settings(env={})
     assert s.inference_address.startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # TorchServe's allow-list written with Java escapes: \\ is one backslash
+    ("allowed_urls=http://127\\\\.0\\\\.0\\\\.1/.*\n", {"allowed_urls": r"http://127\.0\.0\.1/.*"}),
+    ("a\\:b\\=c\\ d = v\\:1\\=2\\ 3\n", {"a:b=c d": "v:1=2 3"}),
+    ("u=\\u0041\\u00e9\\t|\n", {"u": "A\u00e9\t|"}),
+    ("lone=a\\qb\\\\\n", {"lone": "aqb\\"}),
+    ("odd=x\\\\\\\n  y\n", {"odd": "x\\y"}),  # \\\\ then a continuation
+    ("even=x\\\\\n  y=2\n", {"even": "x\\", "y": "2"}),  # \\\\ ends the line
+    ("  # indented comment\\\nk=v\n", {"k": "v"}),  # a comment does not continue
+    ("k=1\nk=2\n", {"k": "2"}),
+])
+def test_properties_are_read_as_java_reads_them(tmp_path, text, expected):
+    path = tmp_path / "config.properties"
+    path.write_text(text)
+    assert read_properties(path) == expected
+
+
+def test_a_malformed_unicode_escape_is_a_usage_error(tmp_path):
+    path = tmp_path / "config.properties"
+    path.write_text("k=\\u12\n")
+    with pytest.raises(UsageError, match="Malformed"):
+        read_properties(path)
+
+
+def test_an_escaped_allow_list_matches_what_torchserve_matches(tmp_path):
+    path = tmp_path / "config.properties"
+    path.write_text("allowed_urls=http://127\\\\.0\\\\.0\\\\.1:8000/.*,file:///srv/.*\n")
+    s = load_settings(ts_config=path, env={})
+    assert s.allowed_urls == [r"http://127\.0\.0\.1:8000/.*", "file:///srv/.*"]

@@ -1,0 +1,100 @@
+"""Java ``.properties`` files as ``java.util.Properties.load`` reads them (TorchServe's
+``config.properties``).
+
+- A *natural line* ends at ``\\n``, ``\\r`` or ``\\r\\n``. A line whose first non-blank
+  character is ``#`` or ``!`` is a comment; a blank line is skipped.
+- A line ending in an odd number of backslashes continues on the next one, whose leading
+  blanks are dropped (the backslash is not part of the value).
+- The key ends at the first unescaped ``=``, ``:`` or blank; blanks, then at most one ``=`` or
+  ``:``, then blanks separate it from the value.
+- In keys and values ``\\t``, ``\\n``, ``\\r``, ``\\f`` are those characters, ``\\uXXXX`` is
+  one character, and a backslash before any other character is dropped: ``\\\\`` is one
+  backslash, ``\\:``, ``\\=`` and ``\\ `` are literal. So ``allowed_urls=http://127\\\\.0.*``
+  is the regex ``http://127\\.0.*``, as TorchServe sees it.
+- A later key replaces an earlier one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+_BLANK = " \t\f"
+_ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
+
+
+class PropertiesError(ValueError):
+    """A malformed ``\\uXXXX`` escape (Java throws ``IllegalArgumentException``)."""
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Every key and value of a ``.properties`` text (see the module docstring).
+
+    :raises PropertiesError: a malformed ``\\uXXXX`` escape.
+    """
+    out: dict[str, str] = {}
+    for line in _logical_lines(text):
+        key, value = _split(line)
+        out[_unescape(key)] = _unescape(value)
+    return out
+
+
+def _logical_lines(text: str) -> Iterator[str]:
+    pending: str | None = None
+    for raw in text.splitlines():
+        line = raw.lstrip(_BLANK)
+        if pending is None and (not line or line[0] in "#!"):
+            continue
+        if _continues(line):
+            pending = (pending or "") + line[:-1]
+            continue
+        yield (pending or "") + line
+        pending = None
+    if pending is not None:
+        yield pending
+
+
+def _continues(line: str) -> bool:
+    """Whether ``line`` ends in an odd number of backslashes."""
+    count = len(line) - len(line.rstrip("\\"))
+    return count % 2 == 1
+
+
+def _split(line: str) -> tuple[str, str]:
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=:" or ch in _BLANK:
+            break
+        i += 1
+    key = line[:i]
+    rest = line[i:].lstrip(_BLANK)
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(_BLANK)
+    return key, rest
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch != "\\" or i + 1 >= n:
+            out.append("" if ch == "\\" else ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt == "u":
+            digits = text[i + 2:i + 6]
+            if len(digits) != 4 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise PropertiesError(f"Malformed \\uxxxx encoding: \\u{digits}")
+            out.append(chr(int(digits, 16)))
+            i += 6
+            continue
+        out.append(_ESCAPES.get(nxt, nxt))
+        i += 2
+    return "".join(out)
