@@ -12,18 +12,25 @@
   backslash, ``\\:``, ``\\=`` and ``\\ `` are literal. So ``allowed_urls=http://127\\\\.0.*``
   is the regex ``http://127\\.0.*``, as TorchServe sees it.
 - A later key replaces an earlier one.
+
+Then, as TorchServe's ``ConfigManager``: ``$$NAME$$`` in a value is the environment variable
+``NAME`` (:func:`resolve_env_references`), and with ``enable_envvars_config=true`` the
+variables ``TS_<KEY>`` override the keys ConfigManager names (:func:`apply_ts_variables`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from collections.abc import Mapping
 
 _BLANK = " \t\f"
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
 
 
 class PropertiesError(ValueError):
-    """A malformed ``\\uXXXX`` escape (Java throws ``IllegalArgumentException``)."""
+    """A malformed ``\\uXXXX`` escape, or a ``$$NAME$$`` naming an unset variable (Java
+    throws ``IllegalArgumentException`` for both)."""
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -98,3 +105,48 @@ def _unescape(text: str) -> str:
         out.append(_ESCAPES.get(nxt, nxt))
         i += 2
     return "".join(out)
+
+
+#: ConfigManager's ``TS_*`` keys: with ``enable_envvars_config=true`` the environment variable
+#: ``TS_<KEY>`` (upper case) overrides each of them
+TS_ENV_KEYS = (
+    "debug", "inference_address", "management_address", "load_models", "blacklist_env_vars",
+    "default_workers_per_model", "default_response_timeout", "unregister_model_timeout",
+    "number_of_netty_threads", "netty_client_threads", "job_queue_size", "number_of_gpu",
+    "async_logging", "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers",
+    "decode_input_request", "keystore", "keystore_pass", "keystore_type", "certificate_file",
+    "private_key_file", "max_request_size", "max_response_size", "default_service_handler",
+    "model_server_home", "model_store", "snapshot_store", "prefer_direct_buffer",
+    "install_py_dep_per_model",
+)
+_ENV_REFERENCE = re.compile(r"\$\$([^$]+[^$])\$\$")
+
+
+def resolve_env_references(props: Mapping[str, str], env: Mapping[str, str]
+                           ) -> dict[str, str]:
+    """``props`` with every ``$$NAME$$`` in a value replaced by the variable ``NAME`` of
+    ``env``, as TorchServe's ConfigManager does before anything else reads them.
+
+    :raises PropertiesError: a referenced variable is not set ("Invalid Environment
+        Variable NAME", TorchServe's message).
+    """
+    def value_of(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise PropertiesError(f"Invalid Environment Variable {name}")
+        return env[name]
+
+    return {key: _ENV_REFERENCE.sub(value_of, value) for key, value in props.items()}
+
+
+def apply_ts_variables(props: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """With ``enable_envvars_config`` true (Java's ``Boolean.parseBoolean``), each
+    ``TS_<KEY>`` variable of ``env`` overrides the key of :data:`TS_ENV_KEYS` it names."""
+    out = dict(props)
+    if out.get("enable_envvars_config", "false").strip().lower() != "true":
+        return out
+    for key in TS_ENV_KEYS:
+        name = f"TS_{key.upper()}"
+        if name in env:
+            out[key] = env[name]
+    return out

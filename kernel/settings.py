@@ -24,9 +24,13 @@ import yaml
 
 from kernel.errors import UsageError
 from kernel.properties import PropertiesError
+from kernel.properties import apply_ts_variables
 from kernel.properties import parse_properties
+from kernel.properties import resolve_env_references
 
 ENV_PREFIX = "WFSERVE_"
+#: read when no other config.properties is named and it exists, as TorchServe does
+TS_DEFAULT_CONFIG = "config.properties"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "wfserve.yaml"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -340,6 +344,32 @@ def read_properties(path: Path) -> dict[str, str]:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def ts_config_file(given: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The ``config.properties`` to read, found as TorchServe finds it: ``TS_CONFIG_FILE``,
+    else ``given`` (``--ts-config``), else ``WFSERVE_TS_CONFIG``, else ``./config.properties``
+    when it exists; None when there is none."""
+    named = env.get("TS_CONFIG_FILE") or given or _env_path(env, "TS_CONFIG")
+    if named:
+        return Path(named)
+    default = Path(TS_DEFAULT_CONFIG)
+    return default if default.is_file() else None
+
+
+def read_ts_config(path: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """A TorchServe ``config.properties`` as its ConfigManager ends up with it: read as Java
+    reads it, ``$$NAME$$`` values resolved, ``TS_<KEY>`` variables applied when
+    ``enable_envvars_config`` is true.
+
+    :raises UsageError: unreadable, a malformed escape, or an unset ``$$NAME$$``.
+    """
+    props = read_properties(path)
+    try:
+        props = resolve_env_references(props, env)
+    except PropertiesError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    return apply_ts_variables(props, env)
+
+
 def load_settings(
     *,
     cli: Mapping[str, Any] | None = None,
@@ -353,7 +383,8 @@ def load_settings(
     :param env: the environment to read ``WFSERVE_*`` from (pass ``os.environ``); None reads none.
     :param config: a wfserve YAML file; defaults to the project's ``conf/wfserve.yaml`` when it
         exists (``WFSERVE_CONFIG`` in ``env`` may name another).
-    :param ts_config: a TorchServe ``config.properties`` (``WFSERVE_TS_CONFIG`` may name one).
+    :param ts_config: a TorchServe ``config.properties`` (``--ts-config``); found as
+        :func:`ts_config_file` says (``TS_CONFIG_FILE`` first, as TorchServe).
     :raises UsageError: an unreadable file, an unknown key, or a value of the wrong type.
     """
     env = env or {}
@@ -369,9 +400,9 @@ def load_settings(
                 raise UsageError(f"{config}: unknown setting '{name}'", key=name)
             values[name] = coerce(table[name], value, str(config))
 
-    ts_config = ts_config or _env_path(env, "TS_CONFIG")
+    ts_config = ts_config_file(ts_config, env)
     if ts_config is not None:
-        for key, value in read_properties(Path(ts_config)).items():
+        for key, value in read_ts_config(ts_config, env).items():
             info = by_ts_key.get(key)
             if info is not None:  # NOTE: other TorchServe keys (netty threads...) mean nothing here
                 values[info.name] = coerce(info, value, f"{ts_config} ({key})")

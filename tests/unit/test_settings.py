@@ -165,3 +165,37 @@ def test_an_escaped_allow_list_matches_what_torchserve_matches(tmp_path):
     path.write_text("allowed_urls=http://127\\\\.0\\\\.0\\\\.1:8000/.*,file:///srv/.*\n")
     s = load_settings(ts_config=path, env={})
     assert s.allowed_urls == [r"http://127\.0\.0\.1:8000/.*", "file:///srv/.*"]
+
+
+def test_dollar_references_name_environment_variables(tmp_path):
+    path = tmp_path / "config.properties"
+    path.write_text("model_store=$$STORE$$/models\njob_queue_size=$$QUEUE$$\n")
+    s = load_settings(ts_config=path, env={"STORE": "/srv", "QUEUE": "7"})
+    assert (s.model_store, s.job_queue_size) == ("/srv/models", 7)
+    with pytest.raises(UsageError, match="Invalid Environment Variable QUEUE"):
+        load_settings(ts_config=path, env={"STORE": "/srv"})
+
+
+def test_ts_variables_override_keys_only_when_enabled(tmp_path):
+    path = tmp_path / "config.properties"
+    env = {"TS_JOB_QUEUE_SIZE": "9", "TS_INFERENCE_ADDRESS": "http://127.0.0.1:9000"}
+    path.write_text("job_queue_size=3\n")
+    assert load_settings(ts_config=path, env=env).job_queue_size == 3
+    path.write_text("job_queue_size=3\nenable_envvars_config=TRUE\n")
+    s = load_settings(ts_config=path, env=env)
+    assert (s.job_queue_size, s.inference_address) == (9, "http://127.0.0.1:9000")
+    assert load_settings(ts_config=path, env=env, cli={"job_queue_size": "4"}).job_queue_size == 4
+
+
+def test_the_config_file_is_found_as_torchserve_finds_it(tmp_path, monkeypatch):
+    named, chosen, here = (tmp_path / f"{n}.properties" for n in ("named", "chosen", "here"))
+    named.write_text("job_queue_size=1\n")
+    chosen.write_text("job_queue_size=2\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(env={}).job_queue_size == 100  # none: the defaults
+    (tmp_path / "config.properties").write_text("job_queue_size=5\n")
+    assert load_settings(env={}).job_queue_size == 5  # ./config.properties when present
+    assert load_settings(ts_config=named, env={}).job_queue_size == 1
+    env = {"TS_CONFIG_FILE": str(chosen)}
+    assert load_settings(ts_config=named, env=env).job_queue_size == 2  # TS_CONFIG_FILE first
+    assert not here.exists()
