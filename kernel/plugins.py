@@ -54,6 +54,7 @@ BUILTIN: tuple[str, ...] = (
     "plugins.handlers",
     "plugins.api",
     "plugins.auth",
+    "plugins.cors",
     "plugins.metrics",
     "plugins.snapshot",
     "plugins.batching",

@@ -111,6 +111,18 @@ class Settings:
         4 * 1024**3, "Largest total uncompressed size of one archive, in bytes."
     )
     max_archive_entries: int = setting(10000, "Most entries one archive may hold.")
+    cors_allowed_origin: str = setting(
+        "", "Access-Control-Allow-Origin sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_origin",
+    )
+    cors_allowed_methods: str = setting(
+        "", "Access-Control-Allow-Methods sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_methods",
+    )
+    cors_allowed_headers: str = setting(
+        "", "Access-Control-Allow-Headers sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_headers",
+    )
     max_workflows: int = setting(100, "Most workflows that may be registered at once.")
     max_versions_per_workflow: int = setting(
         10, "Most versions of one workflow that may be registered at once."
