@@ -379,7 +379,26 @@ def read_ts_config(path: Path, env: Mapping[str, str]) -> dict[str, str]:
         props = resolve_env_references(props, env)
     except PropertiesError as exc:
         raise UsageError(f"{path}: {exc}") from None
-    return apply_ts_variables(props, env)
+    props = apply_ts_variables(props, env)
+    _refuse_unsupported(path, props)
+    return props
+
+
+def _refuse_unsupported(path: Path, props: Mapping[str, str]) -> None:
+    """Keys that change what handlers receive in TorchServe, which wfserve does not
+    implement: a non-default value is refused rather than silently ignored."""
+    decode = props.get("decode_input_request", "true").strip()
+    if decode.lower() != "true":
+        raise UsageError(
+            f"{path}: decode_input_request={decode} is not supported: wfserve decodes JSON and "
+            "text request bodies for handlers as TorchServe does by default; remove the key",
+            key="decode_input_request")
+    envelope = props.get("service_envelope", "").strip()
+    if envelope:
+        raise UsageError(
+            f"{path}: service_envelope={envelope} is not supported: wfserve passes request "
+            "bodies to handlers without an envelope (TorchServe's default); remove the key",
+            key="service_envelope")
 
 
 def load_settings(

@@ -199,3 +199,16 @@ def test_the_config_file_is_found_as_torchserve_finds_it(tmp_path, monkeypatch):
     env = {"TS_CONFIG_FILE": str(chosen)}
     assert load_settings(ts_config=named, env=env).job_queue_size == 2  # TS_CONFIG_FILE first
     assert not here.exists()
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ("decode_input_request=false", "decode_input_request"),
+    ("service_envelope=kservev2", "service_envelope"),
+])
+def test_keys_changing_handler_inputs_are_refused_unless_default(tmp_path, line, key):
+    path = tmp_path / "config.properties"
+    path.write_text(line + "\n")
+    with pytest.raises(UsageError, match=f"{key}=.* is not supported"):
+        load_settings(ts_config=path, env={})
+    path.write_text("decode_input_request=TRUE\nservice_envelope=\n")
+    assert load_settings(ts_config=path, env={}).job_queue_size == 100
