@@ -57,9 +57,10 @@ def resolve_in_store(url: str, store: Path, settings: Settings) -> Path:
         not a file.
     :raises ModelNotFound: for a model: an invalid name, nothing found, or outside the store.
     """
-    if not url and is_workflow(url, store, settings):  # TorchServe: the store folder itself
+    workflow = is_workflow(url, store, settings)
+    if not url and workflow:  # TorchServe: the store folder itself
         raise WorkflowNotFound("Workflow not found at: ", url=url)
-    if url and not is_workflow(url, store, settings) and Path(url).is_absolute():
+    if url and not workflow and Path(url).is_absolute():
         return _absolute_folder(url, store, settings)
     name = check_bare_name(url, store, settings)
     target = Path(store) / name
@@ -68,10 +69,8 @@ def resolve_in_store(url: str, store: Path, settings: Settings) -> Path:
     if not inside(target, Path(store)):
         raise not_found(url, store, settings,
                         f"{redact_url(url)} resolves outside the store (a link?)")
-    if is_workflow(url, store, settings):
-        if not target.is_file():
-            raise WorkflowNotFound(f"Workflow not found at: {url}", url=url)
-        return target
+    if workflow and not target.is_file():
+        raise WorkflowNotFound(f"Workflow not found at: {url}", url=url)
     return target
 
 
@@ -113,12 +112,13 @@ def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
     shown = redact_url(url)
     failed = f"Failed to download archive from: {shown}"
     try:
-        mode = source.stat().st_mode
+        info = source.stat()
     except OSError:
         raise DownloadFailed(failed, url=shown, reason="no such file") from None
+    mode = info.st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise DownloadFailed(failed, url=shown, reason="not a regular file or folder")
-    if stat.S_ISREG(mode) and source.stat().st_size > settings.max_download_size:
+    if stat.S_ISREG(mode) and info.st_size > settings.max_download_size:
         raise TooLarge(f"{shown} is larger than {settings.max_download_size} bytes",
                        url=shown, limit=settings.max_download_size)
     try:
