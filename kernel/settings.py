@@ -37,10 +37,12 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def setting(
-    default: Any, help: str, *, ts_key: str | None = None, choices: tuple[str, ...] = ()
+    default: Any, help: str, *, ts_key: str | None = None, choices: tuple[str, ...] = (),
+    secret: bool = False,
 ) -> Any:
-    """Declare one setting (a dataclass field with its documentation)."""
-    meta = {"help": help, "ts_key": ts_key, "choices": choices}
+    """Declare one setting (a dataclass field with its documentation); a ``secret`` one is
+    never printed."""
+    meta = {"help": help, "ts_key": ts_key, "choices": choices, "secret": secret}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -122,6 +124,26 @@ class Settings:
     cors_allowed_headers: str = setting(
         "", "Access-Control-Allow-Headers sent on every answer, as written (empty: none).",
         ts_key="cors_allowed_headers",
+    )
+    certificate_file: str = setting(
+        "", "PEM certificate (chain) of the https:// addresses; with private_key_file.",
+        ts_key="certificate_file",
+    )
+    private_key_file: str = setting(
+        "", "PEM private key of the https:// addresses; with certificate_file.",
+        ts_key="private_key_file",
+    )
+    keystore: str = setting(
+        "", "PKCS12 keystore holding the key and certificate of the https:// addresses (used "
+        "before certificate_file; neither: a self-signed certificate is made).",
+        ts_key="keystore",
+    )
+    keystore_pass: str = setting(
+        "changeit", "Password of the keystore.", ts_key="keystore_pass", secret=True
+    )
+    keystore_type: str = setting(
+        "PKCS12", "Type of the keystore: PKCS12 (JKS is refused: convert it with keytool).",
+        ts_key="keystore_type",
     )
     max_workflows: int = setting(100, "Most workflows that may be registered at once.")
     max_versions_per_workflow: int = setting(
@@ -228,6 +250,7 @@ class SettingInfo:
     help: str
     ts_key: str | None
     choices: tuple[str, ...]
+    secret: bool = False
 
     @property
     def env(self) -> str:
@@ -249,7 +272,7 @@ def settings_table() -> tuple[SettingInfo, ...]:
         meta = f.metadata
         rows.append(
             SettingInfo(f.name, hints[f.name], default, meta["help"], meta["ts_key"],
-                        meta["choices"])
+                        meta["choices"], meta["secret"])
         )
     return tuple(rows)
 

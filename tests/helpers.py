@@ -3,6 +3,10 @@
 ``WfserveServer`` starts ``python -m kernel.cli serve --foreground`` with three unused
 127.0.0.1 ports, polls ``/ping`` until ready (with a deadline), and stops it with SIGTERM,
 then SIGKILL if it is stubborn. A port clash at start is retried with new ports.
+
+``https`` names the surfaces served over TLS (``verify`` is what the readiness ping trusts);
+with ``ports_in_env`` the addresses are not given as flags: the ports are in the variables
+``TEST_<SURFACE>_PORT`` for a ``config.properties`` to name as ``$$TEST_INFERENCE_PORT$$``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,7 +36,8 @@ class WfserveServer:
     """One server process; use as a context manager."""
 
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None,
-                 auth: bool = False) -> None:
+                 auth: bool = False, https: Collection[str] = (), verify: Any = True,
+                 ports_in_env: bool = False) -> None:
         """``auth=False`` (the default) passes ``--disable-token-auth``, as TorchServe's own
         workflow tests do; with ``auth=True`` the keys are in ``workdir / "key_file.json"``."""
         self.workdir = workdir
@@ -40,18 +47,25 @@ class WfserveServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "server.log"
         self.ports: dict[str, int] = {}
+        self.https = set(https)
+        self.verify = verify
+        self.ports_in_env = ports_in_env
+
+    def address(self, surface: str) -> str:
+        scheme = "https" if surface in self.https else "http"
+        return f"{scheme}://127.0.0.1:{self.ports[surface]}"
 
     @property
     def inference(self) -> str:
-        return f"http://127.0.0.1:{self.ports['inference']}"
+        return self.address("inference")
 
     @property
     def management(self) -> str:
-        return f"http://127.0.0.1:{self.ports['management']}"
+        return self.address("management")
 
     @property
     def metrics(self) -> str:
-        return f"http://127.0.0.1:{self.ports['metrics']}"
+        return self.address("metrics")
 
     def start(self, attempts: int = 3) -> WfserveServer:
         for _ in range(attempts):
@@ -61,23 +75,23 @@ class WfserveServer:
         raise RuntimeError(f"wfserve did not start; log:\n{self.log()}")
 
     def _start_once(self) -> bool:
-        cmd = [
-            sys.executable, "-m", "kernel.cli", "serve", "--foreground",
+        addresses = [] if self.ports_in_env else [
             "--inference-address", self.inference,
             "--management-address", self.management,
-            "--metrics-address", self.metrics,
-            "--run-dir", str(self.workdir / "run"),
-            *self.args,
-        ]
+            "--metrics-address", self.metrics]
+        cmd = [sys.executable, "-m", "kernel.cli", "serve", "--foreground", *addresses,
+               "--run-dir", str(self.workdir / "run"), *self.args]
+        env = {**self.env, **{f"TEST_{s.upper()}_PORT": str(p) for s, p in self.ports.items()}}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=log,
+            self.process = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
             try:
-                if httpx.get(self.inference + "/ping", timeout=1.0).status_code == 200:
+                if httpx.get(self.inference + "/ping", timeout=1.0,
+                             verify=self.verify).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass

@@ -42,23 +42,54 @@ WILDCARDS = ("0.0.0.0", "::")
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """``http://127.0.0.1:8080`` -> ``("127.0.0.1", 8080)``; https is refused (use a proxy)."""
+    """``http://127.0.0.1:8080`` -> ``("127.0.0.1", 8080)``; ``https://`` alike (served with
+    TLS, :func:`is_tls`); a bare ``host:port`` is ``http://``."""
     parts = urlsplit(address if "://" in address else f"http://{address}")
-    if parts.scheme != "http":
-        raise UsageError(f"Only http:// addresses can be bound, got {address}")
-    if not parts.hostname or parts.port is None:
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"Only http:// and https:// addresses can be bound, got {address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
         raise UsageError(f"An address needs a host and a port, got {address}")
-    return parts.hostname, parts.port
+    return parts.hostname, port
+
+
+def is_tls(address: str) -> bool:
+    """Whether ``address`` is an ``https://`` one."""
+    return address.strip().lower().startswith("https://")
 
 
 def surface_addresses(kernel: Kernel) -> dict[str, tuple[str, int]]:
     """Each surface's bind address from the settings."""
+    return {surface: parse_address(address)
+            for surface, address in surface_urls(kernel).items()}
+
+
+def surface_urls(kernel: Kernel) -> dict[str, str]:
+    """Each surface's address as configured (``http://...`` or ``https://...``)."""
     s = kernel.settings
-    return {
-        "inference": parse_address(s.inference_address),
-        "management": parse_address(s.management_address),
-        "metrics": parse_address(s.metrics_address),
-    }
+    return {"inference": s.inference_address, "management": s.management_address,
+            "metrics": s.metrics_address}
+
+
+def tls_binds(kernel: Kernel) -> set[Address]:
+    """The bound addresses (as :func:`bound_address` writes them) served with TLS.
+
+    :raises UsageError: two surfaces sharing one bound address, one with ``https://`` and
+        the other with ``http://`` (one port speaks one protocol).
+    """
+    schemes: dict[Address, tuple[bool, str]] = {}
+    for surface, url in surface_urls(kernel).items():
+        bound = bound_address(*parse_address(url))
+        tls = is_tls(url)
+        seen = schemes.setdefault(bound, (tls, surface))
+        if seen[0] != tls:
+            raise UsageError(f"The {seen[1]} and {surface} addresses share {bound[0]}:"
+                             f"{bound[1]} but not the scheme (http and https): one port "
+                             "speaks one protocol")
+    return {bound for bound, (tls, _) in schemes.items() if tls}
 
 
 @dataclass(frozen=True)

@@ -110,11 +110,20 @@ class Alarm:
     def fire(self) -> None:
         """Shut the socket down (a blocked ``recv``/``send`` on it returns at once)."""
         self.fired = True
-        with contextlib.suppress(OSError):  # NOTE: a client gone meanwhile: nothing to cut
-            self.sock.shutdown(self.how)
+        shut(self.sock, self.how)
 
     def log(self) -> None:
         log.warning(self.event, **self.context)
+
+
+def shut(sock: socket.socket, how: int) -> None:
+    """Shut ``sock`` down (``how``), from any thread; a blocked ``recv``/``send`` returns.
+
+    NOTE: the plain socket's ``shutdown`` even on a TLS socket: ``SSLSocket.shutdown`` also
+    drops its TLS state, under the thread still reading from it.
+    """
+    with contextlib.suppress(OSError):  # NOTE: a client gone meanwhile: nothing to cut
+        socket.socket.shutdown(sock, how)
 
 
 def context_of(environ: dict[str, Any]) -> Context:

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from plugins.api.tls import client_verify
+
 if TYPE_CHECKING:
     from kernel.settings import Settings
 
@@ -57,7 +59,8 @@ def _show(response: httpx.Response) -> int:
 def _call(method: str, url: str, args: argparse.Namespace, *, settings: Settings | None = None,
           surface: str = "", **kwargs: Any) -> int:
     try:
-        with httpx.Client(timeout=TIMEOUT) as client:
+        verify = client_verify(settings) if settings is not None else True
+        with httpx.Client(timeout=TIMEOUT, verify=verify) as client:
             response = client.request(method, url, headers=_headers(
                 args, settings, surface) | kwargs.pop("headers", {}), **kwargs)
     except httpx.HTTPError as exc:

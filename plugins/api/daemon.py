@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from plugins.api.tls import client_verify
+
 if TYPE_CHECKING:
     from kernel.settings import Settings
 
@@ -53,7 +55,11 @@ def start_background(settings: Settings) -> int:
     values = {k: v for k, v in dataclasses.asdict(settings).items()
               if k not in ("plugin_config", "plugins_disable", "foreground")}
     values["plugins"] = {**settings.plugin_config, "disable": list(settings.plugins_disable)}
-    frozen.write_text(yaml.safe_dump(values, sort_keys=False))
+    # NOTE: owner-only: it may hold a keystore password given by flag or variable
+    fd = os.open(frozen, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(yaml.safe_dump(values, sort_keys=False))
+    frozen.chmod(0o600)
     log_path = run_dir / "wfserve.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -71,7 +77,7 @@ def start_background(settings: Settings) -> int:
                              f"see {log_path}\n")
             return 1
         try:
-            if httpx.get(ping, timeout=1.0).status_code == 200:
+            if httpx.get(ping, timeout=1.0, verify=client_verify(settings)).status_code == 200:
                 out.write(f"wfserve is serving (pid {process.pid}): inference "
                           f"{settings.inference_address}, management "
                           f"{settings.management_address}, metrics {settings.metrics_address}\n"

@@ -28,11 +28,15 @@ from kernel.logs import configure_logging
 from plugins.api.app import bound_address
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
+from plugins.api.app import tls_binds
 from plugins.api.bounded import Bounds
 from plugins.api.logbatch import BatchedSink
+from plugins.api.tls import server_context
 from plugins.api.worker import worker_class
 
 if TYPE_CHECKING:
+    import ssl
+
     from kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
@@ -75,6 +79,16 @@ def check_binds(kernel: Kernel) -> list[str]:
     return binds
 
 
+def tls_contexts(kernel: Kernel) -> dict[tuple[str, int], ssl.SSLContext]:
+    """The TLS context of each ``https://`` bind (one context, made once, shared by all:
+    :func:`~plugins.api.tls.server_context`); empty when every address is plain HTTP."""
+    binds = tls_binds(kernel)
+    if not binds:
+        return {}
+    context = server_context(kernel.settings, sorted({host for host, _ in binds}))
+    return dict.fromkeys(binds, context)
+
+
 class StructlogLogger(glogging.Logger):
     """gunicorn's logger, sending its lines through the root logger (structlog-rendered)."""
 
@@ -89,9 +103,11 @@ class StructlogLogger(glogging.Logger):
 class WfserveApplication(BaseApplication):
     """A gunicorn application built around one kernel."""
 
-    def __init__(self, kernel: Kernel, binds: list[str]) -> None:
+    def __init__(self, kernel: Kernel, binds: list[str],
+                 tls: dict[tuple[str, int], ssl.SSLContext] | None = None) -> None:
         self.kernel = kernel
         self.binds = binds
+        self.tls = tls or {}
         super().__init__()
 
     def load_config(self) -> None:
@@ -104,7 +120,8 @@ class WfserveApplication(BaseApplication):
         self.cfg.set("workers", 1)
         self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
                                                   settings.http_linger_ms / 1000,
-                                                  Bounds.from_settings(settings)))
+                                                  Bounds.from_settings(settings),
+                                                  self.tls))
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
         self.cfg.set("worker_exit", self._worker_exit)
@@ -145,5 +162,5 @@ def serve(kernel: Kernel) -> int:
     # NOTE: torch warns at import when numpy is absent; wfserve does not use numpy.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     Path(kernel.settings.model_store).mkdir(parents=True, exist_ok=True)
-    WfserveApplication(kernel, binds).run()
+    WfserveApplication(kernel, binds, tls_contexts(kernel)).run()
     return 0

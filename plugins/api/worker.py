@@ -22,6 +22,16 @@ own ``Connection`` header is dropped by gunicorn, so ``resp.force_close()`` is w
 After that answer the socket is shut both ways on the HTTP thread, so gunicorn's graceful
 close (on its main thread, reading for up to 2 s) finds nothing left to wait for.
 
+TLS per address: gunicorn's TLS settings apply to every bind, but each wfserve address has
+its own scheme (inference may be ``https://`` while management stays plain HTTP on loopback).
+So gunicorn's own TLS stays off, and a connection accepted on a listener whose address is in
+``tls`` gets a :class:`TlsConfig`, gunicorn's config with ``is_ssl`` true and wfserve's
+context (:mod:`plugins.api.tls`): gunicorn then wraps that socket, sets ``wsgi.url_scheme``
+to ``https`` and serves it as usual. The wrapped socket is a :class:`TimedTLSSocket`: with
+TLS a kernel receive timeout would make ``ssl`` retry the read for ever, so the handshake and
+every read use a socket timeout of ``read_timeout`` instead. Body and answer bounds apply to
+TLS connections too; the rescue writer is for plain HTTP only.
+
 Lingering: after a keep-alive answer, stock gthread hands the connection back to its main
 thread's poller, which hands the next request to a pool thread again: two thread wake-ups
 per request, each ~50 us on a 2-core VM where the other core sleeps. A client that sends its
@@ -37,6 +47,7 @@ import contextlib
 import functools
 import select
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -48,6 +59,7 @@ from plugins.api.bounded import BoundedInput
 from plugins.api.bounded import Bounds
 from plugins.api.bounded import Watchdog
 from plugins.api.bounded import context_of
+from plugins.api.bounded import shut
 from plugins.api.bounded import write_alarm
 from plugins.api.rescue import RESCUE_KEY
 from plugins.api.rescue import write_answer
@@ -97,8 +109,49 @@ def close_after(start_response: Callable[..., Any]) -> None:
 def drop(sock: socket.socket) -> None:
     """End the connection after its answer: shut both ways (FIN after the answer; the rest
     of an unread body is not waited for)."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    shut(sock, socket.SHUT_RDWR)
+
+
+class TlsConfig:
+    """gunicorn's config as the connections of one TLS listener see it: ``is_ssl`` is true
+    and the SSL context is ``context``; everything else is gunicorn's config."""
+
+    is_ssl = True
+
+    def __init__(self, cfg: Any, context: ssl.SSLContext) -> None:
+        self._cfg = cfg
+        self._context = context
+
+    def ssl_context(self, conf: Any, default_factory: Callable[[], ssl.SSLContext]
+                    ) -> ssl.SSLContext:
+        """gunicorn's ``ssl_context`` hook: wfserve's context, not one from gunicorn's TLS
+        settings."""
+        return self._context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cfg, name)
+
+
+class TimedTLSSocket(ssl.SSLSocket):
+    """A server-side TLS socket whose handshake and blocking reads wait at most
+    :attr:`read_timeout` seconds (``setblocking(True)`` sets that timeout)."""
+
+    read_timeout: float = 30.0
+
+    def setblocking(self, flag: bool) -> None:
+        self.settimeout(self.read_timeout if flag else 0.0)
+
+    def do_handshake(self, block: bool = False) -> None:
+        if self.gettimeout() is None:
+            self.settimeout(self.read_timeout)
+        super().do_handshake(block)
+
+
+def timed_tls(context: ssl.SSLContext, read_timeout: float) -> ssl.SSLContext:
+    """``context``, wrapping sockets as :class:`TimedTLSSocket` bound to ``read_timeout``."""
+    context.sslsocket_class = type("WfserveTLSSocket", (TimedTLSSocket,),
+                                   {"read_timeout": float(read_timeout)})
+    return context
 
 
 class TimedThreadWorker(ThreadWorker):
@@ -110,24 +163,26 @@ class TimedThreadWorker(ThreadWorker):
     read_timeout: float = 30.0
     linger: float = LINGER_S
     bounds: Bounds = Bounds()
+    #: bound (host, port) -> the TLS context of the connections accepted there
+    tls: dict[tuple[str, int], ssl.SSLContext] = {}
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = self.bounded(self.wsgi)
 
     def bounded(self, app: Callable[..., Any]) -> Callable[..., Any]:
-        """``app`` with the rescue writer, :class:`BoundedInput` and the write bound, for
-        plain HTTP/1.x requests (not TLS, not HTTP/2: their sockets are shared or wrapped)."""
+        """``app`` with :class:`BoundedInput` and the write bound for HTTP/1.x requests (not
+        HTTP/2: its socket is shared by streams), and the rescue writer for plain HTTP."""
         watchdog = self.watchdog = Watchdog().start()
         exchange = self.exchange = threading.local()
         bounds = self.bounds
 
         def serve(environ: dict[str, Any], start_response: Any) -> Any:
             sock = environ.get("gunicorn.socket")
-            if (sock is None or environ.get("wsgi.url_scheme") != "http"
-                    or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1")):
+            if sock is None or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):
                 return app(environ, start_response)
-            environ[RESCUE_KEY] = functools.partial(write_answer, sock)
+            if environ.get("wsgi.url_scheme") == "http":
+                environ[RESCUE_KEY] = functools.partial(write_answer, sock)
             context = context_of(environ)
             body = exchange.body = environ["wsgi.input"] = BoundedInput(
                 environ["wsgi.input"], body_length(environ), sock, bounds, watchdog, context)
@@ -145,7 +200,11 @@ class TimedThreadWorker(ThreadWorker):
 
     def enqueue_req(self, conn: Any) -> None:
         if not getattr(conn, "reads_bound", False):
-            bound_reads(conn.sock, self.read_timeout)
+            context = self.tls.get(listener_address(conn.server)) if self.tls else None
+            if context is not None:
+                conn.cfg = TlsConfig(conn.cfg, context)
+            else:
+                bound_reads(conn.sock, self.read_timeout)
             conn.reads_bound = True
         super().enqueue_req(conn)
 
@@ -174,10 +233,21 @@ class TimedThreadWorker(ThreadWorker):
         return self.alive and self.linger > 0 and queued is not None and queued.empty()
 
 
+def listener_address(name: Any) -> tuple[str, int]:
+    """A listener's ``getsockname()`` as (host, port) (an IPv6 one has four fields)."""
+    return str(name[0]), int(name[1])
+
+
 def worker_class(read_timeout: float, linger: float = LINGER_S,
-                 bounds: Bounds | None = None) -> type[TimedThreadWorker]:
-    """A :class:`TimedThreadWorker` bound to ``read_timeout`` and ``linger`` seconds and to
-    ``bounds`` (the body and answer time bounds; the defaults of :class:`Bounds` if None)."""
+                 bounds: Bounds | None = None,
+                 tls: dict[tuple[str, int], ssl.SSLContext] | None = None
+                 ) -> type[TimedThreadWorker]:
+    """A :class:`TimedThreadWorker` bound to ``read_timeout`` and ``linger`` seconds, to
+    ``bounds`` (the body and answer time bounds; the defaults of :class:`Bounds` if None) and
+    serving TLS on the listeners of ``tls`` (bound address -> context)."""
+    contexts = {address: timed_tls(context, read_timeout)
+                for address, context in (tls or {}).items()}
     return type("WfserveWorker", (TimedThreadWorker,),
                 {"read_timeout": float(read_timeout), "linger": float(linger),
-                 "bounds": bounds or Bounds(read_timeout=float(read_timeout))})
+                 "bounds": bounds or Bounds(read_timeout=float(read_timeout)),
+                 "tls": contexts})
