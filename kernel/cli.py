@@ -31,6 +31,7 @@ from kernel.settings import Settings
 from kernel.settings import load_settings
 from kernel.settings import settings_table
 from kernel.spec import parse_spec
+from kernel.torchserve_keys import every_key
 
 Command = Callable[[argparse.Namespace, Settings], int]
 _SOURCE_FLAGS = ("config", "ts_config")
@@ -105,14 +106,22 @@ def build_parser(kernel_pm: Any = None) -> argparse.ArgumentParser:
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
+    """The settings of a command with setting flags; the config.properties keys they do not
+    use are kept in ``args.ignored_ts_keys`` for ``serve`` to report."""
     names = {info.name for info in settings_table()}
     cli = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    args.ignored_ts_keys = []
     return load_settings(cli=cli, env=os.environ, config=getattr(args, "config", None),
-                         ts_config=getattr(args, "ts_config", None))
+                         ts_config=getattr(args, "ts_config", None),
+                         ignored=args.ignored_ts_keys)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Start the server through the ``wfserve_serve`` hook."""
+    """Start the server through the ``wfserve_serve`` hook; first report each
+    config.properties key that is not used, and why (once per start)."""
+    for key, why in getattr(args, "ignored_ts_keys", ()):
+        structlog.get_logger("wfserve").warning("config.properties key ignored", key=key,
+                                                reason=why)
     kernel = Kernel.create(settings, env=os.environ)
     try:
         return kernel.hooks.serve(kernel)
@@ -130,8 +139,13 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     for info in settings_table():
         value = getattr(settings, info.name)
         ts = f"  config.properties: {info.ts_key}\n" if info.ts_key else ""
-        out.write(f"{info.name} = {value!r}\n  {info.help}\n  default {info.default!r}; "
+        shown = "(secret)" if info.secret and value != info.default else repr(value)
+        out.write(f"{info.name} = {shown}\n  {info.help}\n  default {info.default!r}; "
                   f"env {info.env}; flag {info.flag}\n{ts}")
+    setting_keys = {info.ts_key: info.name for info in settings_table() if info.ts_key}
+    out.write("\nTorchServe 0.12.0 config.properties keys:\n")
+    for key, what in every_key(setting_keys).items():
+        out.write(f"{key}: {what}\n")
     return 0
 
 

@@ -15,7 +15,7 @@
 
 Then, as TorchServe's ``ConfigManager``: ``$$NAME$$`` in a value is the environment variable
 ``NAME`` (:func:`resolve_env_references`), and with ``enable_envvars_config=true`` the
-variables ``TS_<KEY>`` override the keys ConfigManager names (:func:`apply_ts_variables`).
+variables ConfigManager names ``TS_*`` override their keys (:func:`apply_ts_variables`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from collections.abc import Mapping
+
+from kernel.torchserve_keys import TS_VARIABLES
 
 _BLANK = " \t\f"
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
@@ -107,18 +109,6 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-#: ConfigManager's ``TS_*`` keys: with ``enable_envvars_config=true`` the environment variable
-#: ``TS_<KEY>`` (upper case) overrides each of them
-TS_ENV_KEYS = (
-    "debug", "inference_address", "management_address", "load_models", "blacklist_env_vars",
-    "default_workers_per_model", "default_response_timeout", "unregister_model_timeout",
-    "number_of_netty_threads", "netty_client_threads", "job_queue_size", "number_of_gpu",
-    "async_logging", "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers",
-    "decode_input_request", "keystore", "keystore_pass", "keystore_type", "certificate_file",
-    "private_key_file", "max_request_size", "max_response_size", "default_service_handler",
-    "model_server_home", "model_store", "snapshot_store", "prefer_direct_buffer",
-    "install_py_dep_per_model",
-)
 _ENV_REFERENCE = re.compile(r"\$\$([^$]+[^$])\$\$")
 
 
@@ -140,13 +130,14 @@ def resolve_env_references(props: Mapping[str, str], env: Mapping[str, str]
 
 
 def apply_ts_variables(props: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
-    """With ``enable_envvars_config`` true (Java's ``Boolean.parseBoolean``), each
-    ``TS_<KEY>`` variable of ``env`` overrides the key of :data:`TS_ENV_KEYS` it names."""
+    """With ``enable_envvars_config`` true (Java's ``Boolean.parseBoolean``), each variable of
+    :data:`~kernel.torchserve_keys.TS_VARIABLES` set in ``env`` overrides its key; for
+    ``TS_ALLOWED_URLS`` only when ``use_env_allowed_urls`` is also true (TorchServe)."""
     out = dict(props)
     if out.get("enable_envvars_config", "false").strip().lower() != "true":
         return out
-    for key in TS_ENV_KEYS:
-        name = f"TS_{key.upper()}"
-        if name in env:
+    urls_too = out.get("use_env_allowed_urls", "false").lower() == "true"
+    for name, key in TS_VARIABLES.items():
+        if name in env and (key != "allowed_urls" or urls_too):
             out[key] = env[name]
     return out

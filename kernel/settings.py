@@ -27,6 +27,7 @@ from kernel.properties import PropertiesError
 from kernel.properties import apply_ts_variables
 from kernel.properties import parse_properties
 from kernel.properties import resolve_env_references
+from kernel.torchserve_keys import ignored_reason
 
 ENV_PREFIX = "WFSERVE_"
 #: read when no other config.properties is named and it exists, as TorchServe does
@@ -86,7 +87,13 @@ class Settings:
         120, "Seconds a request may take end to end.", ts_key="default_response_timeout"
     )
     enable_model_api: bool = setting(
-        False, "Allow registering and deleting models directly.", ts_key="enable_model_api"
+        False, "Accepted as torchserve's flag; wfserve registers models only inside workflows "
+        "(POST and DELETE /models answer 405 either way)."
+    )
+    limit_max_image_pixels: bool = setting(
+        True, "Handlers see it in context.system_properties; TorchServe's vision handler "
+        "lifts Pillow's decompression-bomb limit when it is false.",
+        ts_key="limit_max_image_pixels",
     )
     disable_token_authorization: bool = setting(
         False, "Turn token authorization off.", ts_key="disable_token_authorization"
@@ -430,6 +437,7 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config: Path | None = None,
     ts_config: Path | None = None,
+    ignored: list[tuple[str, str]] | None = None,
 ) -> Settings:
     """Build :class:`Settings` from every source, lowest precedence first.
 
@@ -439,6 +447,8 @@ def load_settings(
         exists (``WFSERVE_CONFIG`` in ``env`` may name another).
     :param ts_config: a TorchServe ``config.properties`` (``--ts-config``); found as
         :func:`ts_config_file` says (``TS_CONFIG_FILE`` first, as TorchServe).
+    :param ignored: gets ``(key, reason)`` for each key of that file wfserve does not use
+        (:func:`~kernel.torchserve_keys.ignored_reason`), for the caller to report.
     :raises UsageError: an unreadable file, an unknown key, or a value of the wrong type.
     """
     env = env or {}
@@ -458,8 +468,10 @@ def load_settings(
     if ts_config is not None:
         for key, value in read_ts_config(ts_config, env).items():
             info = by_ts_key.get(key)
-            if info is not None:  # NOTE: other TorchServe keys (netty threads...) mean nothing here
+            if info is not None:
                 values[info.name] = coerce(info, value, f"{ts_config} ({key})")
+            elif ignored is not None and (why := ignored_reason(key, by_ts_key.keys())):
+                ignored.append((key, why))
 
     for info in table.values():
         if info.env in env:

@@ -282,4 +282,5 @@ def build_context(node: NodeSpec, archive: Archive, load: LoadContext) -> Contex
         batch_size=node.config.batch_size,
         gpu=load.gpu_id,
         model_yaml_config=model_yaml_config(archive) if is_model else {},
+        limit_max_image_pixels=load.settings.limit_max_image_pixels,
     )

@@ -78,6 +78,9 @@ def test_https_inference_and_metrics_plain_management(pem_server, trusting):
     listing = httpx.get(pem_server.management + "/workflows", timeout=30)
     assert listing.status_code == 200
     assert pem_server.management.startswith("http://")
+    reported = [line for line in pem_server.log().splitlines()
+                if "config.properties key ignored" in line]
+    assert len(reported) == 1 and "number_of_netty_threads" in reported[0]
 
 
 def test_the_certificate_is_verified_and_the_scheme_is_kept(pem_server, ca):

@@ -36,6 +36,19 @@ def test_settings_reflect_cli_flags():
     assert "job_queue_size = 7" in result.stdout
 
 
+def test_settings_list_every_torchserve_key_and_hide_secrets(tmp_path):
+    config = tmp_path / "config.properties"
+    config.write_text("keystore_pass=hunter2\nnumber_of_netty_threads=4\n")
+    result = run("settings", "--ts-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "keystore_pass = (secret)" in result.stdout
+    listed = result.stdout.split("TorchServe 0.12.0 config.properties keys:\n", 1)[1]
+    assert "number_of_netty_threads: ignored: a Netty" in listed
+    assert "private_key_file: setting private_key_file" in listed
+    assert "ts_header_key_sequence_id: ignored:" in listed
+
+
 def test_bad_setting_is_a_one_line_error_not_a_traceback():
     result = run("settings", "--job-queue-size", "lots")
     assert result.returncode == 2

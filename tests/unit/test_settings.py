@@ -11,8 +11,10 @@ from kernel.settings import settings_table
 TORCHSERVE_KEYS = {
     "inference_address", "management_address", "metrics_address", "model_store",
     "workflow_store", "allowed_urls", "max_request_size", "max_response_size",
-    "default_response_timeout", "enable_model_api", "disable_token_authorization",
-    "job_queue_size",
+    "default_response_timeout", "disable_token_authorization", "job_queue_size",
+    "certificate_file", "private_key_file", "keystore", "keystore_pass", "keystore_type",
+    "cors_allowed_origin", "cors_allowed_methods", "cors_allowed_headers",
+    "limit_max_image_pixels", "token_expiration_min",
 }
 
 
@@ -65,14 +67,24 @@ def test_torchserve_properties_file_keys_and_types(files):
         "enable_model_api=true\n"
         "disable_token_authorization=TRUE\n"
         "number_of_netty_threads=4\n"
+        "limit_max_image_pixels=false\n"
+        "enable_envvars_config=false\n"
+        "nubmer_of_gpu=1\n"
     )
-    s = load_settings(ts_config=props, env={})
+    ignored: list[tuple[str, str]] = []
+    s = load_settings(ts_config=props, env={}, ignored=ignored)
     assert s.inference_address == "http://0.0.0.0:9080"
     assert s.management_address == "http://127.0.0.1:9081"
     assert s.model_store == "/srv/models"
     assert s.allowed_urls == ["https://s3.amazonaws.com/.*", "file://.*"]
-    assert s.enable_model_api is True
+    assert s.enable_model_api is False  # no direct model registration: reported, not used
     assert s.disable_token_authorization is True
+    assert s.limit_max_image_pixels is False
+    reasons = dict(ignored)
+    assert list(reasons) == ["enable_model_api", "number_of_netty_threads", "nubmer_of_gpu"]
+    assert "405" in reasons["enable_model_api"]
+    assert "Netty" in reasons["number_of_netty_threads"]
+    assert "not a TorchServe 0.12.0 key" in reasons["nubmer_of_gpu"]
 
 
 def test_workflow_store_defaults_to_model_store():
@@ -187,6 +199,21 @@ def test_ts_variables_override_keys_only_when_enabled(tmp_path):
     assert load_settings(ts_config=path, env=env, cli={"job_queue_size": "4"}).job_queue_size == 4
 
 
+def test_ts_variables_are_named_by_configmanager_fields(tmp_path):
+    """The variable is the Java field's name, not always TS_<KEY>; TS_ALLOWED_URLS needs
+    use_env_allowed_urls=true (TorchServe: "for security")."""
+    path = tmp_path / "config.properties"
+    env = {"TS_TOKEN_EXPIRATION_TIME_MIN": "5", "TS_TOKEN_EXPIRATION_MIN": "7",
+           "TS_ALLOWED_URLS": "http://only/.*", "TS_KEYSTORE_PASS": "from-env"}
+    path.write_text("enable_envvars_config=true\n")
+    s = load_settings(ts_config=path, env=env)
+    assert s.token_expiration_min == 5.0
+    assert s.allowed_urls == ["file://.*", "http(s)?://.*"]
+    assert s.keystore_pass == "from-env"
+    path.write_text("enable_envvars_config=true\nuse_env_allowed_urls=true\n")
+    assert load_settings(ts_config=path, env=env).allowed_urls == ["http://only/.*"]
+
+
 def test_the_config_file_is_found_as_torchserve_finds_it(tmp_path, monkeypatch):
     named, chosen, here = (tmp_path / f"{n}.properties" for n in ("named", "chosen", "here"))
     named.write_text("job_queue_size=1\n")
@@ -212,3 +239,20 @@ def test_keys_changing_handler_inputs_are_refused_unless_default(tmp_path, line,
         load_settings(ts_config=path, env={})
     path.write_text("decode_input_request=TRUE\nservice_envelope=\n")
     assert load_settings(ts_config=path, env={}).job_queue_size == 100
+
+
+def test_every_torchserve_key_is_accounted_for():
+    """Every key ConfigManager 0.12.0 declares is a setting, read by the loader or ignored
+    with a reason; ``wfserve settings`` lists them all."""
+    from kernel.torchserve_keys import IGNORED
+    from kernel.torchserve_keys import READ_BY_LOADER
+    from kernel.torchserve_keys import TS_VARIABLES
+    from kernel.torchserve_keys import every_key
+
+    setting_keys = {i.ts_key: i.name for i in settings_table() if i.ts_key}
+    assert not set(setting_keys) & set(IGNORED)
+    assert not set(READ_BY_LOADER) & (set(IGNORED) | set(setting_keys))
+    listed = every_key(setting_keys)
+    assert set(TS_VARIABLES.values()) <= set(listed)
+    assert listed["keystore"] == "setting keystore"
+    assert listed["vmargs"].startswith("ignored: ")
