@@ -204,3 +204,13 @@ def test_a_wrong_number_of_outputs_fails_the_batch(hooks, peer_stores, tmp_path)
     assert handler(body_rows()[:1], meta(1)) == [1]
     with pytest.raises(WfserveError, match="number of batch response mismatched"):
         handler(body_rows(), meta(2))
+
+
+def test_limit_max_image_pixels_setting_reaches_the_context(hooks, mars, tmp_path):
+    archive = hooks.open_archive(mars["class"], tmp_path / "work")
+    spec = NodeSpec(name="m1", kind="model", config=NodeConfig(batch_size=1))
+    for value in (True, False):
+        load = LoadContext(workflow="wf", model_name="wf__m1", model_dir=archive.root,
+                           settings=Settings(limit_max_image_pixels=value))
+        handler = hooks.load_handler(spec, archive, load)
+        assert handler.context.system_properties["limit_max_image_pixels"] is value
