@@ -61,6 +61,7 @@ def pem_server(tmp_path_factory, ca, trusting):
             "cors_allowed_methods=GET, POST\n"
             "enable_envvars_config=true\n"
             "model_store=model_store\n"
+            "allowed_urls=file://.*,http://127\\\\.0\\\\.0\\\\.1\\:\\\\d+/.*\n"
             "number_of_netty_threads=4\n")
     env = {"TS_CORS_ALLOWED_ORIGIN": "https://app.example", "WFSERVE_REQUEST_READ_TIMEOUT": "2"}
     with start(root, text, env=env, verify=trusting) as server:
@@ -77,6 +78,13 @@ def test_https_inference_and_metrics_plain_management(pem_server, trusting):
     assert metrics.status_code == 200
     listing = httpx.get(pem_server.management + "/workflows", timeout=30)
     assert listing.status_code == 200
+    # allowed_urls written with Java escapes: 127\.0\.0\.1 matches that address only
+    refused = httpx.post(pem_server.management + "/workflows",
+                         params={"url": "http://127.0.0.2:1/x.war"}, timeout=30)
+    assert "does not match any allowed URL" in refused.text
+    allowed = httpx.post(pem_server.management + "/workflows",
+                         params={"url": "http://127.0.0.1:1/x.war"}, timeout=30)
+    assert allowed.status_code >= 400 and "does not match" not in allowed.text
     assert pem_server.management.startswith("http://")
     reported = [line for line in pem_server.log().splitlines()
                 if "config.properties key ignored" in line]
