@@ -57,8 +57,8 @@ def start_background(settings: Settings) -> int:
     values["plugins"] = {**settings.plugin_config, "disable": list(settings.plugins_disable)}
     # NOTE: owner-only: it may hold a keystore password given by flag or variable
     fd = os.open(frozen, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(yaml.safe_dump(values, sort_keys=False))
+    with os.fdopen(fd, "w") as frozen_file:
+        frozen_file.write(yaml.safe_dump(values, sort_keys=False))
     frozen.chmod(0o600)
     log_path = run_dir / "wfserve.log"
     with open(log_path, "ab") as log:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import load_pem_x509_certificate
 
 from tests.helpers import WfserveServer
+from tests.helpers import unused_port
 
 pytestmark = pytest.mark.integration
 ADDRESSES = """\
@@ -173,3 +174,24 @@ def test_a_tls_setting_that_cannot_work_stops_the_start_clearly(tmp_path, extra,
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_background_start_and_client_commands_trust_the_self_signed_certificate(tmp_path):
+    """`wfserve serve` over https with no certificate: the start-up ping and the client
+    commands verify the certificate the server made (published in the run folder)."""
+    ports = {s: unused_port() for s in ("INFERENCE", "MANAGEMENT", "METRICS")}
+    env = {**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", "WFSERVE_EXAMPLE": "0",
+           "WFSERVE_DISABLE_TOKEN_AUTHORIZATION": "true",
+           **{f"WFSERVE_{s}_ADDRESS": f"https://127.0.0.1:{p}" for s, p in ports.items()}}
+
+    def wfserve(*args):
+        return subprocess.run([sys.executable, "-m", "kernel.cli", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        started = wfserve("serve")
+        assert started.returncode == 0, started.stderr
+        listed = wfserve("list")
+        assert (listed.returncode, listed.stdout.split()) == (0, ["{", '"workflows":', "[]", "}"])
+    finally:
+        assert wfserve("stop").returncode == 0
