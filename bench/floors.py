@@ -111,13 +111,15 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
     from kernel.lifecycle import register_workflow
     from kernel.lifecycle import unregister_workflow
     from kernel.logs import configure_logging
-    from kernel.settings import load_settings
+    from kernel.settings import Settings
     from plugins.api.decoding import build_row
+    from plugins.auth.settings import AuthSettings
+    from plugins.snapshot.settings import SnapshotSettings
 
     with tempfile.TemporaryDirectory(prefix="wfserve-floor-") as tmp:
-        settings = load_settings(cli={
-            "model_store": str(model_store), "workflow_store": str(workflow_store),
-            "run_dir": tmp, "snapshot": False, "disable_token_authorization": True})
+        settings = Settings(model_store=str(model_store), workflow_store=str(workflow_store),
+                            run_dir=tmp).with_section(SnapshotSettings(snapshot=False)
+                                                      ).with_section(AuthSettings(True))
         with open(Path(tmp) / "floor.log", "w") as log_file:
             configure_logging(settings, log_file)
             kernel = Kernel.create(settings, env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})

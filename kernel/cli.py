@@ -12,6 +12,7 @@ import os
 import sys
 import typing
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,8 @@ from kernel.errors import InvalidDAG
 from kernel.errors import NoPluginAnswered
 from kernel.errors import WfserveError
 from kernel.logs import configure_logging
+from kernel.plugins import Hooks
+from kernel.plugins import declared_settings
 from kernel.plugins import make_plugin_manager
 from kernel.plugins import plugin_names
 from kernel.redact import redact_url
@@ -44,14 +47,14 @@ def _version() -> str:
         return "unknown"
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, sections: Sequence[type] = ()) -> None:
     group = parser.add_argument_group(
         "settings (also WFSERVE_<NAME> and the YAML/properties files)"
     )
     group.add_argument("--config", type=Path, help="wfserve YAML settings file "
                        "(default: conf/wfserve.yaml of the project).")
     group.add_argument("--ts-config", type=Path, help="TorchServe config.properties to read.")
-    for info in settings_table():
+    for info in settings_table(sections):
         if typing.get_origin(info.type) is dict:
             continue
         help_text = f"{info.help} (default: {info.default!r})"
@@ -72,8 +75,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                          help="Same as --disable-token-authorization.")
 
 
-def build_parser(kernel_pm: Any = None) -> argparse.ArgumentParser:
-    """The argument parser; plugins add sub-commands through ``wfserve_add_commands``."""
+def build_parser(kernel_pm: Any = None, sections: Sequence[type] = ()) -> argparse.ArgumentParser:
+    """The argument parser; plugins add sub-commands through ``wfserve_add_commands``, and
+    their settings (``sections``) are flags of the commands that take settings."""
     parser = argparse.ArgumentParser(
         prog="wfserve",
         description="A TorchServe-compatible workflow server: serves .war/.mar archives over "
@@ -84,16 +88,16 @@ def build_parser(kernel_pm: Any = None) -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="Start the server (inference, management, metrics).",
                            description="Start the server in the foreground.")
-    _add_setting_flags(serve)
+    _add_setting_flags(serve, sections)
     serve.set_defaults(func=cmd_serve)
 
     show = sub.add_parser("settings", help="List every setting: default, env variable, "
                           "TorchServe key, meaning.")
-    _add_setting_flags(show)
+    _add_setting_flags(show, sections)
     show.set_defaults(func=cmd_settings)
 
     plugins = sub.add_parser("plugins", help="List the plugins loaded and the hooks they answer.")
-    _add_setting_flags(plugins)
+    _add_setting_flags(plugins, sections)
     plugins.set_defaults(func=cmd_plugins)
 
     check = sub.add_parser("check", help="Validate a workflow spec YAML and its DAG.")
@@ -105,23 +109,23 @@ def build_parser(kernel_pm: Any = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _settings_from(args: argparse.Namespace) -> Settings:
-    """The settings of a command with setting flags; the config.properties keys they do not
-    use are kept in ``args.ignored_ts_keys`` for ``serve`` to report."""
-    names = {info.name for info in settings_table()}
+def _settings_from(args: argparse.Namespace, sections: Sequence[type],
+                   disabled: Mapping[type, str]) -> Settings:
+    """The settings of a command with setting flags; the keys they do not use (TorchServe's,
+    a disabled plugin's) are kept in ``args.ignored_keys`` for ``serve`` to report."""
+    names = {info.name for info in settings_table(sections)}
     cli = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    args.ignored_ts_keys = []
+    args.ignored_keys = []
     return load_settings(cli=cli, env=os.environ, config=getattr(args, "config", None),
-                         ts_config=getattr(args, "ts_config", None),
-                         ignored=args.ignored_ts_keys)
+                         ts_config=getattr(args, "ts_config", None), sections=sections,
+                         disabled=disabled, ignored=args.ignored_keys)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Start the server through the ``wfserve_serve`` hook; first report each
     config.properties key that is not used, and why (once per start)."""
-    for key, why in getattr(args, "ignored_ts_keys", ()):
-        structlog.get_logger("wfserve").warning("config.properties key ignored", key=key,
-                                                reason=why)
+    for key, why in getattr(args, "ignored_keys", ()):
+        structlog.get_logger("wfserve").warning("setting ignored", key=key, reason=why)
     kernel = Kernel.create(settings, env=os.environ)
     try:
         return kernel.hooks.serve(kernel)
@@ -136,13 +140,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     """Print the settings table with the values in effect."""
     out = sys.stdout
-    for info in settings_table():
-        value = getattr(settings, info.name)
+    table = settings_table(settings.sections.keys())
+    for info in table:
+        owner = settings.of(info.section) if info.section is not None else settings
+        value = getattr(owner, info.name)
         ts = f"  config.properties: {info.ts_key}\n" if info.ts_key else ""
         shown = "(secret)" if info.secret and value != info.default else repr(value)
         out.write(f"{info.name} = {shown}\n  {info.help}\n  default {info.default!r}; "
                   f"env {info.env}; flag {info.flag}\n{ts}")
-    setting_keys = {info.ts_key: info.name for info in settings_table() if info.ts_key}
+    setting_keys = {info.ts_key: info.name for info in table if info.ts_key}
     out.write("\nTorchServe 0.12.0 config.properties keys:\n")
     for key, what in every_key(setting_keys).items():
         out.write(f"{key}: {what}\n")
@@ -185,14 +191,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wfserve`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        base = load_settings(env=os.environ)
+        base = load_settings(env=os.environ, lenient=True)  # which plugins: kernel keys only
         pm = make_plugin_manager(base, env=os.environ)
-        parser = build_parser(pm)
+        sections, disabled = declared_settings(Hooks(pm, base))
+        parser = build_parser(pm, sections)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return 0
-        settings = _settings_from(args) if hasattr(args, "ts_config") else base
+        settings = (_settings_from(args, sections, disabled) if hasattr(args, "ts_config")
+                    else load_settings(env=os.environ, sections=sections, disabled=disabled))
         configure_logging(settings)
         return int(args.func(args, settings) or 0)
     except WfserveError as exc:

@@ -166,6 +166,20 @@ def wfserve_serve(kernel: Kernel) -> int | None:
 
 
 @hookspec
+def wfserve_settings() -> type | None:
+    """Declare this plugin's settings.
+
+    :returns: a frozen dataclass whose fields are declared with :func:`kernel.settings.setting`
+        (type, default, help, TorchServe key), or None. Its fields join the one settings table:
+        flags, ``WFSERVE_<NAME>`` variables, YAML and ``config.properties`` keys and
+        ``wfserve settings``; names are unique across the table. Read the values with
+        ``kernel.settings.of(TheClass)``. A disabled plugin's keys are reported as ignored,
+        not refused. Every plugin is called. Called from the main thread, before the
+        command line is parsed.
+    """
+
+
+@hookspec
 def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add sub-commands to the ``wfserve`` command line.
 

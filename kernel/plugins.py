@@ -65,6 +65,24 @@ BUILTIN: tuple[str, ...] = (
 )
 
 
+def declared_settings(hooks: Hooks, builtin: Iterable[str] = BUILTIN
+                      ) -> tuple[list[type], dict[type, str]]:
+    """The settings classes of the registered plugins (``wfserve_settings``), and those of the
+    disabled built-ins (class -> plugin name), whose keys are then ignored, not refused."""
+    pm = hooks.pm
+    active = hooks.settings_sections()
+    disabled: dict[type, str] = {}
+    for module_name in builtin:
+        name = short_name(module_name)
+        if not pm.is_blocked(name):
+            continue
+        declare = getattr(importlib.import_module(module_name), "wfserve_settings", None)
+        section = declare() if callable(declare) else None
+        if section is not None and section not in active:
+            disabled.setdefault(section, name)
+    return active, disabled
+
+
 def short_name(module: str) -> str:
     """``plugins.fetchers.http`` -> ``fetchers.http``: the name a built-in is registered under."""
     return module.removeprefix("plugins.")
@@ -219,6 +237,14 @@ class Hooks:
         """Run the server; ``NoPluginAnswered`` if no server plugin is installed."""
         code = self.pm.hook.wfserve_serve(kernel=kernel)
         return _answered(code, "wfserve_serve", "serving")
+
+    def settings_sections(self) -> list[type]:
+        """``wfserve_settings``: each plugin's settings class, once, in call order."""
+        sections: list[type] = []
+        for section in self.pm.hook.wfserve_settings():
+            if section is not None and section not in sections:
+                sections.append(section)
+        return sections
 
     def add_commands(self, subparsers: argparse._SubParsersAction) -> None:
         """Let every plugin add sub-commands."""

@@ -23,8 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from collections.abc import Mapping
+from pathlib import Path
 
+from kernel.errors import UsageError
 from kernel.torchserve_keys import TS_VARIABLES
+
+#: read when no other config.properties is named and it exists, as TorchServe does
+TS_DEFAULT_CONFIG = "config.properties"
 
 _BLANK = " \t\f"
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
@@ -141,3 +146,70 @@ def apply_ts_variables(props: Mapping[str, str], env: Mapping[str, str]) -> dict
         if name in env and (key != "allowed_urls" or urls_too):
             out[key] = env[name]
     return out
+
+
+# --- the file TorchServe reads, as its ConfigManager ends up with it ---------------------------
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``,
+    escapes processed as ``java.util.Properties`` does (:mod:`kernel.properties`).
+
+    :raises UsageError: the file cannot be read, or holds a malformed ``\\uXXXX`` escape.
+    """
+    try:
+        return parse_properties(path.read_text(encoding="latin-1"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    except PropertiesError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def ts_config_file(given: Path | None, env: Mapping[str, str]) -> Path | None:
+    """The ``config.properties`` to read, found as TorchServe finds it: ``TS_CONFIG_FILE``,
+    else ``given`` (``--ts-config``), else ``WFSERVE_TS_CONFIG``, else ``./config.properties``
+    when it exists; None when there is none."""
+    named = env.get("TS_CONFIG_FILE") or given or _env_path(env, "TS_CONFIG")
+    if named:
+        return Path(named)
+    default = Path(TS_DEFAULT_CONFIG)
+    return default if default.is_file() else None
+
+
+def read_ts_config(path: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """A TorchServe ``config.properties`` as its ConfigManager ends up with it: read as Java
+    reads it, ``$$NAME$$`` values resolved, ``TS_<KEY>`` variables applied when
+    ``enable_envvars_config`` is true.
+
+    :raises UsageError: unreadable, a malformed escape, or an unset ``$$NAME$$``.
+    """
+    props = read_properties(path)
+    try:
+        props = resolve_env_references(props, env)
+    except PropertiesError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    props = apply_ts_variables(props, env)
+    _refuse_unsupported(path, props)
+    return props
+
+
+def _refuse_unsupported(path: Path, props: Mapping[str, str]) -> None:
+    """Keys that change what handlers receive in TorchServe, which wfserve does not
+    implement: a non-default value is refused rather than silently ignored."""
+    decode = props.get("decode_input_request", "true").strip()
+    if decode.lower() != "true":
+        raise UsageError(
+            f"{path}: decode_input_request={decode} is not supported: wfserve decodes JSON and "
+            "text request bodies for handlers as TorchServe does by default; remove the key",
+            key="decode_input_request")
+    envelope = props.get("service_envelope", "").strip()
+    if envelope:
+        raise UsageError(
+            f"{path}: service_envelope={envelope} is not supported: wfserve passes request "
+            "bodies to handlers without an envelope (TorchServe's default); remove the key",
+            key="service_envelope")
+
+
+def _env_path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get("WFSERVE_" + name)
+    return Path(value) if value else None

@@ -14,24 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 import yaml
 
 from kernel.errors import UsageError
-from kernel.properties import PropertiesError
-from kernel.properties import apply_ts_variables
-from kernel.properties import parse_properties
-from kernel.properties import resolve_env_references
+from kernel.properties import read_ts_config
+from kernel.properties import ts_config_file
 from kernel.torchserve_keys import ignored_reason
 
+S = TypeVar("S")
 ENV_PREFIX = "WFSERVE_"
-#: read when no other config.properties is named and it exists, as TorchServe does
-TS_DEFAULT_CONFIG = "config.properties"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "wfserve.yaml"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -62,9 +62,6 @@ class Settings:
     metrics_address: str = setting(
         "http://127.0.0.1:8082", "Metrics API bind address.", ts_key="metrics_address"
     )
-    allow_remote_management: bool = setting(
-        False, "Allow the management API to bind a non-loopback address."
-    )
     model_store: str = setting(
         "model_store", "Folder model URLs (.mar) are resolved against.", ts_key="model_store"
     )
@@ -90,68 +87,13 @@ class Settings:
         False, "Accepted as torchserve's flag; wfserve registers models only inside workflows "
         "(POST and DELETE /models answer 405 either way)."
     )
-    limit_max_image_pixels: bool = setting(
-        True, "Handlers see it in context.system_properties; TorchServe's vision handler "
-        "lifts Pillow's decompression-bomb limit when it is false.",
-        ts_key="limit_max_image_pixels",
-    )
-    disable_token_authorization: bool = setting(
-        False, "Turn token authorization off.", ts_key="disable_token_authorization"
-    )
-    token_expiration_min: float = setting(
-        60.0, "Minutes an inference or management key stays valid after it is made.",
-        ts_key="token_expiration_min",
-    )
-    key_file: str = setting(
-        "key_file.json", "Where the token keys are written (TorchServe's key_file.json; "
-        "relative paths are under the current folder)."
-    )
-    request_read_timeout: float = setting(
-        30.0, "Seconds a client may stall while sending a request before it is dropped."
-    )
     job_queue_size: int = setting(
         100, "Requests a node may queue before answering 503.", ts_key="job_queue_size"
-    )
-    download_timeout: float = setting(60.0, "Seconds an archive download may take.")
-    max_download_size: int = setting(
-        2 * 1024**3, "Largest archive a URL may download, in bytes."
     )
     max_archive_size: int = setting(
         4 * 1024**3, "Largest total uncompressed size of one archive, in bytes."
     )
     max_archive_entries: int = setting(10000, "Most entries one archive may hold.")
-    cors_allowed_origin: str = setting(
-        "", "Access-Control-Allow-Origin sent on every answer, as written (empty: none).",
-        ts_key="cors_allowed_origin",
-    )
-    cors_allowed_methods: str = setting(
-        "", "Access-Control-Allow-Methods sent on every answer, as written (empty: none).",
-        ts_key="cors_allowed_methods",
-    )
-    cors_allowed_headers: str = setting(
-        "", "Access-Control-Allow-Headers sent on every answer, as written (empty: none).",
-        ts_key="cors_allowed_headers",
-    )
-    certificate_file: str = setting(
-        "", "PEM certificate (chain) of the https:// addresses; with private_key_file.",
-        ts_key="certificate_file",
-    )
-    private_key_file: str = setting(
-        "", "PEM private key of the https:// addresses; with certificate_file.",
-        ts_key="private_key_file",
-    )
-    keystore: str = setting(
-        "", "PKCS12 keystore holding the key and certificate of the https:// addresses (used "
-        "before certificate_file; neither: a self-signed certificate is made).",
-        ts_key="keystore",
-    )
-    keystore_pass: str = setting(
-        "changeit", "Password of the keystore.", ts_key="keystore_pass", secret=True
-    )
-    keystore_type: str = setting(
-        "PKCS12", "Type of the keystore: PKCS12 (JKS is refused: convert it with keytool).",
-        ts_key="keystore_type",
-    )
     max_workflows: int = setting(100, "Most workflows that may be registered at once.")
     max_versions_per_workflow: int = setting(
         10, "Most versions of one workflow that may be registered at once."
@@ -160,31 +102,8 @@ class Settings:
     max_workers_per_node: int = setting(
         32, "Most workers one node may run (spec values and scale calls alike)."
     )
-    block_private_addresses: bool = setting(
-        False, "Refuse downloads from loopback, link-local and private addresses (checked "
-        "after DNS resolution; the download connects to the address checked)."
-    )
-    max_multipart_parts: int = setting(
-        1000, "Most parts a multipart/form-data request body may hold."
-    )
-    max_multipart_depth: int = setting(
-        4, "Deepest nesting of multipart parts inside a multipart/form-data request body."
-    )
-    request_body_timeout: float = setting(
-        60.0, "Seconds a client may take to send a whole request body (after the headers)."
-    )
-    request_min_rate: int = setting(
-        1024, "Bytes per second a request body must average once request_read_timeout has "
-        "passed; a slower sender is dropped (0: no minimum)."
-    )
-    response_write_timeout: float = setting(
-        30.0, "Seconds a client may take to read a response before it is dropped."
-    )
     workflows: list[str] = setting(
         [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
-    )
-    example: bool = setting(
-        True, "Build (first start) and register the bundled 'example' workflow at start-up."
     )
     executor: str = setting("threaded", "Executor plugin that runs workflows (threaded, ray).")
     ray_address: str = setting(
@@ -194,25 +113,7 @@ class Settings:
     ray_num_cpus: int = setting(
         0, "executor ray, address local: CPUs the local Ray cluster may use (0: all)."
     )
-    snapshot: bool = setting(True, "Write registrations to a snapshot and restore them at start.")
-    snapshot_dir: str = setting("snapshots", "Folder snapshots are written to.")
-    snapshot_keep: int = setting(5, "Newest snapshot files kept in snapshot_dir (at least 1).")
-    foreground: bool = setting(
-        False, "Stay attached to the terminal (default: start in the background, as "
-        "torchserve --start does, and return once the server answers)."
-    )
     run_dir: str = setting(".wfserve", "Folder for the pid file and the background server's log.")
-    workers: int = setting(1, "gunicorn worker processes (must be 1: models live in one process).")
-    threads: int = setting(32, "HTTP threads per worker process.")
-    gc_freeze: bool = setting(
-        True, "Keep loaded workflows out of the garbage collector's scans (gc.freeze after "
-        "start-up and registrations): no full-collection stalls over the loaded models."
-    )
-    http_linger_ms: float = setting(
-        1.0, "Milliseconds an HTTP thread waits for the next request on the keep-alive "
-        "connection it just answered, while no other connection waits for a thread (0: every "
-        "kept-alive connection goes back to the poller, as in stock gunicorn)."
-    )
     log_format: str = setting(
         "auto", "Log format: json, console, or auto (console on a terminal).",
         choices=("auto", "json", "console"),
@@ -220,16 +121,15 @@ class Settings:
     log_level: str = setting(
         "info", "Lowest log level written.", choices=("debug", "info", "warning", "error")
     )
-    log_batch_ms: float = setting(
-        100.0, "The server writes debug and info lines (the access log) in batches at most "
-        "this many milliseconds apart; warnings and errors at once (0: every line at once)."
-    )
     plugins_disable: list[str] = setting(
         [], "Plugins (built-in or installed) to switch off, by name."
     )
     plugin_config: dict[str, Any] = setting(
         {}, "Per-plugin settings, the YAML's 'plugins: {<name>: {...}}' section."
     )
+    #: the plugins' own settings: declared class -> its instance (:meth:`of`); not a setting
+    sections: Mapping[type, Any] = field(default_factory=dict, repr=False,
+                                         metadata={"section": True})
 
     @property
     def workflow_store_path(self) -> Path:
@@ -240,6 +140,17 @@ class Settings:
     def model_store_path(self) -> Path:
         """Where model URLs of a spec resolve."""
         return Path(self.model_store)
+
+    def of(self, section: type[S]) -> S:
+        """A plugin's settings: the instance of the class it declared through
+        ``wfserve_settings``, as loaded; the class's defaults when it was not loaded (a
+        :class:`Settings` built directly, in tests or embedding)."""
+        found = self.sections.get(section)
+        return found if found is not None else section()
+
+    def with_section(self, value: Any) -> Settings:
+        """These settings with one plugin section replaced (tests, embedding)."""
+        return dataclasses.replace(self, sections={**self.sections, type(value): value})
 
     def plugin(self, name: str) -> Mapping[str, Any]:
         """The settings of one plugin (``plugins: {name: {...}}``), empty when none."""
@@ -258,6 +169,8 @@ class SettingInfo:
     ts_key: str | None
     choices: tuple[str, ...]
     secret: bool = False
+    #: the plugin's settings class that declares it; None for a kernel setting
+    section: type | None = None
 
     @property
     def env(self) -> str:
@@ -270,18 +183,42 @@ class SettingInfo:
         return "--" + self.name.replace("_", "-")
 
 
-def settings_table() -> tuple[SettingInfo, ...]:
-    """Every setting, in declaration order."""
-    hints = typing.get_type_hints(Settings)
-    rows = []
-    for f in dataclasses.fields(Settings):
+def settings_table(sections: Iterable[type] = ()) -> tuple[SettingInfo, ...]:
+    """Every setting: the kernel's, then each plugin section's, in declaration order.
+
+    :raises UsageError: a section redeclaring a name already in the table.
+    """
+    rows = list(_rows(Settings, None))
+    for section in sections:
+        rows.extend(_rows(section, section))
+    seen: dict[str, SettingInfo] = {}
+    for row in rows:
+        if row.name in seen:
+            owner = getattr(row.section, "__qualname__", "the kernel")
+            raise UsageError(f"setting {row.name} is declared twice ({owner})", key=row.name)
+        seen[row.name] = row
+    return tuple(rows)
+
+
+def _rows(cls: type, section: type | None) -> Iterator[SettingInfo]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("section"):
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         meta = f.metadata
-        rows.append(
-            SettingInfo(f.name, hints[f.name], default, meta["help"], meta["ts_key"],
-                        meta["choices"], meta["secret"])
-        )
-    return tuple(rows)
+        yield SettingInfo(f.name, hints[f.name], default, meta["help"], meta.get("ts_key"),
+                          meta.get("choices", ()), meta.get("secret", False), section)
+
+
+def flat_values(settings: Settings) -> dict[str, Any]:
+    """Every setting's value by name, the plugin sections' included (``plugin_config``,
+    ``plugins_disable`` as they are)."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)
+              if not f.metadata.get("section")}
+    for section in settings.sections.values():
+        values.update({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
+    return values
 
 
 # --- coercion -------------------------------------------------------------------------------
@@ -372,72 +309,16 @@ def read_yaml_config(path: Path) -> dict[str, Any]:
     return _flatten(doc)
 
 
-def read_properties(path: Path) -> dict[str, str]:
-    """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``,
-    escapes processed as ``java.util.Properties`` does (:mod:`kernel.properties`).
-
-    :raises UsageError: the file cannot be read, or holds a malformed ``\\uXXXX`` escape.
-    """
-    try:
-        return parse_properties(path.read_text(encoding="latin-1"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
-    except PropertiesError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-
-
-def ts_config_file(given: Path | None, env: Mapping[str, str]) -> Path | None:
-    """The ``config.properties`` to read, found as TorchServe finds it: ``TS_CONFIG_FILE``,
-    else ``given`` (``--ts-config``), else ``WFSERVE_TS_CONFIG``, else ``./config.properties``
-    when it exists; None when there is none."""
-    named = env.get("TS_CONFIG_FILE") or given or _env_path(env, "TS_CONFIG")
-    if named:
-        return Path(named)
-    default = Path(TS_DEFAULT_CONFIG)
-    return default if default.is_file() else None
-
-
-def read_ts_config(path: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """A TorchServe ``config.properties`` as its ConfigManager ends up with it: read as Java
-    reads it, ``$$NAME$$`` values resolved, ``TS_<KEY>`` variables applied when
-    ``enable_envvars_config`` is true.
-
-    :raises UsageError: unreadable, a malformed escape, or an unset ``$$NAME$$``.
-    """
-    props = read_properties(path)
-    try:
-        props = resolve_env_references(props, env)
-    except PropertiesError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    props = apply_ts_variables(props, env)
-    _refuse_unsupported(path, props)
-    return props
-
-
-def _refuse_unsupported(path: Path, props: Mapping[str, str]) -> None:
-    """Keys that change what handlers receive in TorchServe, which wfserve does not
-    implement: a non-default value is refused rather than silently ignored."""
-    decode = props.get("decode_input_request", "true").strip()
-    if decode.lower() != "true":
-        raise UsageError(
-            f"{path}: decode_input_request={decode} is not supported: wfserve decodes JSON and "
-            "text request bodies for handlers as TorchServe does by default; remove the key",
-            key="decode_input_request")
-    envelope = props.get("service_envelope", "").strip()
-    if envelope:
-        raise UsageError(
-            f"{path}: service_envelope={envelope} is not supported: wfserve passes request "
-            "bodies to handlers without an envelope (TorchServe's default); remove the key",
-            key="service_envelope")
-
-
 def load_settings(
     *,
     cli: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
     config: Path | None = None,
     ts_config: Path | None = None,
+    sections: Iterable[type] = (),
+    disabled: Mapping[type, str] | None = None,
     ignored: list[tuple[str, str]] | None = None,
+    lenient: bool = False,
 ) -> Settings:
     """Build :class:`Settings` from every source, lowest precedence first.
 
@@ -447,31 +328,45 @@ def load_settings(
         exists (``WFSERVE_CONFIG`` in ``env`` may name another).
     :param ts_config: a TorchServe ``config.properties`` (``--ts-config``); found as
         :func:`ts_config_file` says (``TS_CONFIG_FILE`` first, as TorchServe).
-    :param ignored: gets ``(key, reason)`` for each key of that file wfserve does not use
-        (:func:`~kernel.torchserve_keys.ignored_reason`), for the caller to report.
+    :param sections: the plugins' settings classes (``wfserve_settings``), loaded too.
+    :param disabled: the settings classes of disabled plugins (class -> plugin name): their
+        keys are reported in ``ignored``, not refused.
+    :param ignored: gets ``(key, reason)`` for each key that is not used: a ``config.properties``
+        key wfserve does not use (:func:`~kernel.torchserve_keys.ignored_reason`), a key of a
+        disabled plugin; for the caller to report.
+    :param lenient: skip unknown keys instead of refusing them (the first, kernel-only read
+        that finds which plugins are disabled).
     :raises UsageError: an unreadable file, an unknown key, or a value of the wrong type.
     """
     env = env or {}
-    table = {s.name: s for s in settings_table()}
+    sections = tuple(sections)
+    table = {s.name: s for s in settings_table(sections)}
     by_ts_key = {s.ts_key: s for s in table.values() if s.ts_key}
+    off: dict[str, tuple[SettingInfo, str]] = {
+        row.name: (row, plugin) for section, plugin in (disabled or {}).items()
+        for row in _rows(section, section)}
+    off_ts = {row.ts_key: (row, plugin) for row, plugin in off.values() if row.ts_key}
+    notes = ignored if ignored is not None else []
     values: dict[str, Any] = {}
+
+    def unknown(name: str, where: str) -> None:
+        if name in off:
+            notes.append((name, f"plugin {off[name][1]} is disabled"))
+        elif not lenient:
+            raise UsageError(f"{where}unknown setting '{name}'", key=name)
 
     default_config = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
     config = config or _env_path(env, "CONFIG") or default_config
     if config is not None:
         for name, value in read_yaml_config(Path(config)).items():
-            if name not in table:
-                raise UsageError(f"{config}: unknown setting '{name}'", key=name)
-            values[name] = coerce(table[name], value, str(config))
+            if name in table:
+                values[name] = coerce(table[name], value, str(config))
+            else:
+                unknown(name, f"{config}: ")
 
     ts_config = ts_config_file(ts_config, env)
     if ts_config is not None:
-        for key, value in read_ts_config(ts_config, env).items():
-            info = by_ts_key.get(key)
-            if info is not None:
-                values[info.name] = coerce(info, value, f"{ts_config} ({key})")
-            elif ignored is not None and (why := ignored_reason(key, by_ts_key.keys())):
-                ignored.append((key, why))
+        values.update(_ts_values(ts_config, env, by_ts_key, off_ts, notes))
 
     for info in table.values():
         if info.env in env:
@@ -479,10 +374,31 @@ def load_settings(
 
     for name, value in (cli or {}).items():
         if value is not None:
-            if name not in table:
-                raise UsageError(f"unknown setting '{name}'", key=name)
-            values[name] = coerce(table[name], value, table[name].flag)
-    return Settings(**values)
+            if name in table:
+                values[name] = coerce(table[name], value, table[name].flag)
+            else:
+                unknown(name, "")
+    kernel = {k: v for k, v in values.items() if table[k].section is None}
+    loaded = {section: section(**{k: v for k, v in values.items()
+                                  if table[k].section is section}) for section in sections}
+    return Settings(**kernel, sections=loaded)
+
+
+def _ts_values(path: Path, env: Mapping[str, str], by_ts_key: Mapping[str, SettingInfo],
+               off_ts: Mapping[str, tuple[SettingInfo, str]],
+               notes: list[tuple[str, str]]) -> dict[str, Any]:
+    """The settings a ``config.properties`` sets, by name; the keys it sets that are not
+    used go to ``notes`` with the reason."""
+    values: dict[str, Any] = {}
+    for key, value in read_ts_config(path, env).items():
+        info = by_ts_key.get(key)
+        if info is not None:
+            values[info.name] = coerce(info, value, f"{path} ({key})")
+        elif key in off_ts:
+            notes.append((key, f"plugin {off_ts[key][1]} is disabled"))
+        elif why := ignored_reason(key, by_ts_key.keys()):
+            notes.append((key, why))
+    return values
 
 
 def _env_path(env: Mapping[str, str], name: str) -> Path | None:

@@ -7,15 +7,35 @@ TorchServe sends none for an unset key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
 from kernel import hookimpl
+from kernel.settings import setting
 
 if TYPE_CHECKING:
     import falcon
 
     from kernel.core import Kernel
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    """The three values TorchServe sends (``kernel.settings.of(CorsSettings)``)."""
+
+    cors_allowed_origin: str = setting(
+        "", "Access-Control-Allow-Origin sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_origin",
+    )
+    cors_allowed_methods: str = setting(
+        "", "Access-Control-Allow-Methods sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_methods",
+    )
+    cors_allowed_headers: str = setting(
+        "", "Access-Control-Allow-Headers sent on every answer, as written (empty: none).",
+        ts_key="cors_allowed_headers",
+    )
 
 
 class CorsHeaders:
@@ -33,9 +53,15 @@ class CorsHeaders:
 
 
 @hookimpl
+def wfserve_settings() -> type:
+    """:class:`CorsSettings`."""
+    return CorsSettings
+
+
+@hookimpl
 def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
     """The CORS headers, when any is configured."""
-    s = kernel.settings
+    s = kernel.settings.of(CorsSettings)
     headers = {name: value for name, value in (
         ("Access-Control-Allow-Origin", s.cors_allowed_origin),
         ("Access-Control-Allow-Methods", s.cors_allowed_methods),

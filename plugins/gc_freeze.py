@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import gc
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
 from kernel import hookimpl
+from kernel.settings import setting
 
 if TYPE_CHECKING:
     from kernel.contracts import Workflow
@@ -34,6 +36,16 @@ log = structlog.get_logger(__name__)
 REFREEZE_DELAY_S = 2.0
 _pending: list[threading.Timer] = []
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class GcFreezeSettings:
+    """Whether the plugin freezes (``kernel.settings.of(GcFreezeSettings)``)."""
+
+    gc_freeze: bool = setting(
+        True, "Keep loaded workflows out of the garbage collector's scans (gc.freeze after "
+        "start-up and registrations): no full-collection stalls over the loaded models."
+    )
 
 
 def refreeze() -> None:
@@ -60,10 +72,16 @@ def schedule_refreeze(delay: float | None = None) -> None:
     timer.start()
 
 
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`GcFreezeSettings`."""
+    return GcFreezeSettings
+
+
 @hookimpl(trylast=True)
 def wfserve_startup(kernel: Kernel) -> None:
     """After every start-up registration: collect once, freeze."""
-    if kernel.settings.gc_freeze:
+    if kernel.settings.of(GcFreezeSettings).gc_freeze:
         gc.collect()
         gc.freeze()
 
@@ -71,5 +89,5 @@ def wfserve_startup(kernel: Kernel) -> None:
 @hookimpl
 def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> None:
     """After a registration change: collect once, then freeze what stays (delayed)."""
-    if kernel.settings.gc_freeze and event != "node_failed":
+    if kernel.settings.of(GcFreezeSettings).gc_freeze and event != "node_failed":
         schedule_refreeze()

@@ -13,6 +13,7 @@ from typing import Any
 from kernel.plugins import Hooks
 from kernel.plugins import make_plugin_manager
 from kernel.settings import Settings
+from plugins.fetchers.common import FetchSettings
 
 FETCHERS = ("plugins.archives", "plugins.fetchers.local", "plugins.fetchers.http")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
@@ -38,7 +39,9 @@ def local_server(handler: type[http.server.BaseHTTPRequestHandler], **attributes
 
 def fetch_hooks(store: Path, **overrides: Any) -> Hooks:
     """The hooks of the default fetchers, with ``model_store`` = ``store`` and ``overrides``."""
-    settings = Settings(model_store=str(store), **overrides)
+    fetch = {k: v for k, v in overrides.items() if k in FetchSettings.__dataclass_fields__}
+    kernel = {k: v for k, v in overrides.items() if k not in fetch}
+    settings = Settings(model_store=str(store), **kernel).with_section(FetchSettings(**fetch))
     return Hooks(make_plugin_manager(settings, builtin=FETCHERS, env=NO_AUTOLOAD), settings)
 
 

@@ -13,6 +13,8 @@ from kernel.errors import Conflict
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
+from plugins.api.settings import ApiSettings
+from plugins.snapshot.settings import SnapshotSettings
 
 if TYPE_CHECKING:
     import argparse
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
     from kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.api.settings.ApiSettings`."""
+    return ApiSettings
 
 
 @hookimpl(tryfirst=True)
@@ -34,7 +42,7 @@ def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
 @hookimpl(trylast=True)
 def wfserve_serve(kernel: Kernel) -> int:
     """Default implementation: gunicorn, in the background unless ``foreground`` is set."""
-    if not kernel.settings.foreground:
+    if not kernel.settings.of(ApiSettings).foreground:
         from plugins.api.daemon import start_background
 
         return start_background(kernel.settings)
@@ -77,8 +85,9 @@ def wfserve_startup(kernel: Kernel) -> None:
 def wfserve_shutdown(kernel: Kernel) -> None:
     """Drain and free every workflow; with snapshots on, downloaded archives stay for the
     next start (the snapshot names them)."""
+    keep = kernel.settings.of(SnapshotSettings).snapshot
     for name in kernel.registry.names():
         try:
-            unregister_workflow(kernel, name, drain=10.0, keep_downloads=kernel.settings.snapshot)
+            unregister_workflow(kernel, name, drain=10.0, keep_downloads=keep)
         except WfserveError as exc:
             log.warning("shutdown: could not unregister", workflow=name, error=exc.message)

@@ -37,6 +37,7 @@ from typing import Any
 import structlog
 
 from kernel.errors import BadRequest
+from plugins.api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
 
@@ -76,9 +77,9 @@ class Bounds:
         def seconds(value: float) -> float:
             return float(value) if value > 0 else math.inf
 
-        return cls(seconds(settings.request_body_timeout), float(settings.request_read_timeout),
-                   max(0, int(settings.request_min_rate)),
-                   seconds(settings.response_write_timeout))
+        api = settings.of(ApiSettings)
+        return cls(seconds(api.request_body_timeout), float(api.request_read_timeout),
+                   max(0, int(api.request_min_rate)), seconds(api.response_write_timeout))
 
 
 def step_size(bounds: Bounds) -> int:

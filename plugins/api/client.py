@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from plugins.api.tls import client_verify
+from plugins.auth.settings import AuthSettings
 
 if TYPE_CHECKING:
     from kernel.settings import Settings
@@ -40,7 +41,7 @@ def _headers(args: argparse.Namespace, settings: Settings | None = None,
     if not token and settings is not None and surface:
         from plugins.auth.keys import read_key
 
-        token = read_key(Path(settings.key_file), surface)
+        token = read_key(Path(settings.of(AuthSettings).key_file), surface)
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -7,7 +7,6 @@ returns. ``wfserve stop`` sends SIGTERM to the pid and waits for the process to 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
+from kernel.settings import flat_values
 from plugins.api.tls import client_verify
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def start_background(settings: Settings) -> int:
     run_dir = Path(settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     frozen = run_dir / "settings.yaml"
-    values = {k: v for k, v in dataclasses.asdict(settings).items()
+    values = {k: v for k, v in flat_values(settings).items()
               if k not in ("plugin_config", "plugins_disable", "foreground")}
     values["plugins"] = {**settings.plugin_config, "disable": list(settings.plugins_disable)}
     # NOTE: owner-only: it may hold a keystore password given by flag or variable

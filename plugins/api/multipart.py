@@ -39,6 +39,7 @@ from kernel.errors import BadRequest
 from kernel.errors import TooLarge
 from kernel.redact import clip
 from kernel.settings import Settings
+from plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -65,16 +66,17 @@ class MultipartLimits:
     """What one request body may hold; defaults are the settings' defaults."""
 
     #: most parts, all nesting levels together (``max_multipart_parts``)
-    parts: int = Settings.max_multipart_parts
+    parts: int = ApiSettings.max_multipart_parts
     #: deepest nesting of multipart bodies, the form itself being 1 (``max_multipart_depth``)
-    depth: int = Settings.max_multipart_depth
+    depth: int = ApiSettings.max_multipart_depth
     #: most bytes of one part's header block
     header_bytes: int = HEADER_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MultipartLimits:
         """The limits a server runs with."""
-        return cls(parts=settings.max_multipart_parts, depth=settings.max_multipart_depth)
+        api = settings.of(ApiSettings)
+        return cls(parts=api.max_multipart_parts, depth=api.max_multipart_depth)
 
 
 @dataclass(frozen=True, slots=True)

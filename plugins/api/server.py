@@ -31,6 +31,7 @@ from plugins.api.app import surface_addresses
 from plugins.api.app import tls_binds
 from plugins.api.bounded import Bounds
 from plugins.api.logbatch import BatchedSink
+from plugins.api.settings import ApiSettings
 from plugins.api.tls import server_context
 from plugins.api.worker import worker_class
 
@@ -62,12 +63,12 @@ def check_binds(kernel: Kernel) -> list[str]:
     share one bind, as :func:`~plugins.api.app.create_wsgi` shares their app."""
     addresses = surface_addresses(kernel)
     host, _ = addresses["management"]
-    if not is_loopback(host) and not kernel.settings.allow_remote_management:
+    if not is_loopback(host) and not kernel.settings.of(ApiSettings).allow_remote_management:
         raise UsageError(
             f"The management API runs handler code; refusing to bind it to {host}. "
             "Set allow_remote_management (--allow-remote-management) to do it anyway."
         )
-    if kernel.settings.workers != 1:
+    if kernel.settings.of(ApiSettings).workers != 1:
         raise UsageError("workers must be 1: the registry and the models live in one process "
                          "(scale nodes with min-workers/max-workers instead)")
     binds = []
@@ -115,12 +116,12 @@ class WfserveApplication(BaseApplication):
             for key, value in runpy.run_path(str(GUNICORN_CONF)).items():
                 if key in self.cfg.settings and value is not None:
                     self.cfg.set(key, value)
-        settings = self.kernel.settings
+        settings = self.kernel.settings.of(ApiSettings)
         self.cfg.set("bind", self.binds)
         self.cfg.set("workers", 1)
         self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
                                                   settings.http_linger_ms / 1000,
-                                                  Bounds.from_settings(settings),
+                                                  Bounds.from_settings(self.kernel.settings),
                                                   self.tls))
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
@@ -128,9 +129,10 @@ class WfserveApplication(BaseApplication):
 
     def load(self) -> Any:
         settings = self.kernel.settings
-        if settings.log_batch_ms > 0:  # in the worker: its flusher thread lives here
+        batch_ms = settings.of(ApiSettings).log_batch_ms
+        if batch_ms > 0:  # in the worker: its flusher thread lives here
             configure_logging(settings, sys.stderr,
-                              BatchedSink(sys.stderr, settings.log_batch_ms / 1000))
+                              BatchedSink(sys.stderr, batch_ms / 1000))
         self.kernel.hooks.startup(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
         app = create_wsgi(self.kernel)

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from kernel.errors import UsageError
+from plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -69,12 +70,13 @@ def server_context(settings: Settings, hosts: Iterable[str] = ()) -> ssl.SSLCont
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.keystore:
-        _load(context, read_keystore(Path(settings.keystore), settings.keystore_pass,
-                                     settings.keystore_type), "keystore " + settings.keystore)
-    elif settings.private_key_file and settings.certificate_file:
-        _load_files(context, Path(settings.certificate_file), Path(settings.private_key_file))
-    elif settings.private_key_file or settings.certificate_file:
+    tls = settings.of(ApiSettings)
+    if tls.keystore:
+        _load(context, read_keystore(Path(tls.keystore), tls.keystore_pass, tls.keystore_type),
+              "keystore " + tls.keystore)
+    elif tls.private_key_file and tls.certificate_file:
+        _load_files(context, Path(tls.certificate_file), Path(tls.private_key_file))
+    elif tls.private_key_file or tls.certificate_file:
         raise UsageError("TLS needs both private_key_file and certificate_file (or a keystore);"
                          " only one of them is set", key="certificate_file")
     else:
@@ -88,7 +90,7 @@ def client_verify(settings: Settings) -> ssl.SSLContext | bool:
     """What wfserve's own clients (the client commands, the start-up ping) verify a server
     of these settings with: its self-signed certificate when it made one (none configured),
     else the system's trust store (``SSL_CERT_FILE`` is honoured by httpx)."""
-    configured = settings.keystore or settings.certificate_file
+    configured = settings.of(ApiSettings).keystore or settings.of(ApiSettings).certificate_file
     published = Path(settings.run_dir) / SELF_SIGNED_NAME
     if configured or not published.is_file():
         return True

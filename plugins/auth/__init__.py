@@ -17,6 +17,7 @@ import structlog
 from kernel import hookimpl
 from kernel.stash import StashKey
 from plugins.auth.keys import KeyStore
+from plugins.auth.settings import AuthSettings
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -29,8 +30,8 @@ def keys_for(kernel: Kernel) -> KeyStore:
     """This server's keys, made (and the key file written) on first use."""
 
     def make() -> KeyStore:
-        store = KeyStore(Path(kernel.settings.key_file).absolute(),
-                         kernel.settings.token_expiration_min)
+        auth = kernel.settings.of(AuthSettings)
+        store = KeyStore(Path(auth.key_file).absolute(), auth.token_expiration_min)
         log.info("token authorization is on: send 'Authorization: Bearer <key>'",
                  key_file=str(store.path))
         return store
@@ -40,7 +41,13 @@ def keys_for(kernel: Kernel) -> KeyStore:
 
 def enabled(kernel: Kernel) -> bool:
     """Whether token authorization is on for this server."""
-    return not kernel.settings.disable_token_authorization
+    return not kernel.settings.of(AuthSettings).disable_token_authorization
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.auth.settings.AuthSettings`."""
+    return AuthSettings
 
 
 @hookimpl

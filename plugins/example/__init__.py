@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ import structlog
 from kernel import hookimpl
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
+from kernel.settings import setting
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -29,6 +31,15 @@ log = structlog.get_logger(__name__)
 ASSETS = Path(__file__).resolve().parent / "assets"
 NAME = "example"
 MODEL = "example_classifier"
+
+
+@dataclass(frozen=True)
+class ExampleSettings:
+    """Whether the example is registered (``kernel.settings.of(ExampleSettings)``)."""
+
+    example: bool = setting(
+        True, "Build (first start) and register the bundled 'example' workflow at start-up."
+    )
 
 
 def save_classifier(path: Path) -> Path:
@@ -63,10 +74,16 @@ def build_example(model_store: Path, workflow_store: Path) -> Path:
 
 
 @hookimpl
+def wfserve_settings() -> type:
+    """:class:`ExampleSettings`."""
+    return ExampleSettings
+
+
+@hookimpl
 def wfserve_startup(kernel: Kernel) -> None:
     """Build (first start only) and register the example, unless ``example`` is off."""
     settings = kernel.settings
-    if not settings.example or NAME in kernel.registry:
+    if not settings.of(ExampleSettings).example or NAME in kernel.registry:
         return
     try:
         war = build_example(settings.model_store_path, settings.workflow_store_path)

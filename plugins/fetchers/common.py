@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlsplit
@@ -34,8 +35,26 @@ from kernel.errors import NotFound
 from kernel.errors import WorkflowNotFound
 from kernel.redact import redact_url
 from kernel.settings import Settings
+from kernel.settings import setting
 
 DOWNLOADS = ".downloads"
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """The download bounds both default fetchers apply (``kernel.settings.of(FetchSettings)``,
+    declared by each)."""
+
+    block_private_addresses: bool = setting(
+        False, "Refuse downloads from loopback, link-local and private addresses (checked "
+        "after DNS resolution; the download connects to the address checked)."
+    )
+    download_timeout: float = setting(60.0, "Seconds an archive download may take.")
+    max_download_size: int = setting(
+        2 * 1024**3, "Largest archive a URL may download, in bytes."
+    )
+
+
 _LOOKS_LIKE_URL = re.compile(r"file?://.*|http(s)?://.*|s3://.*", re.IGNORECASE | re.DOTALL)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 #: the longest download file name wfserve makes

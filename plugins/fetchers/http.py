@@ -40,6 +40,7 @@ from kernel.redact import redact_url
 from kernel.settings import Settings
 from plugins.fetchers.addresses import AddressRefused
 from plugins.fetchers.addresses import pinned_address
+from plugins.fetchers.common import FetchSettings
 from plugins.fetchers.common import check_allowed
 from plugins.fetchers.common import check_relative
 from plugins.fetchers.common import create_exclusive
@@ -81,7 +82,7 @@ def _bar(url: str, total: int | None, enabled: bool) -> Iterator[Any]:
 def _request(client: httpx.Client, url: str, settings: Settings) -> httpx.Request:
     """A GET of ``url``; with ``block_private_addresses``, to the checked address."""
     target = httpx.URL(url)
-    if not settings.block_private_addresses:
+    if not settings.of(FetchSettings).block_private_addresses:
         return client.build_request("GET", target)
     port = target.port or (443 if target.scheme == "https" else 80)
     address = pinned_address(target.host, port)
@@ -113,9 +114,9 @@ def _open(client: httpx.Client, url: str, settings: Settings, failed: str) -> ht
 def _stream(url: str, target: Path, settings: Settings, progress: bool) -> int:
     shown = redact_url(url)
     failed = f"Failed to download archive from: {shown}"
-    limit = settings.max_download_size
-    deadline = time.monotonic() + settings.download_timeout
-    with httpx.Client(timeout=settings.download_timeout, follow_redirects=False,
+    limit = settings.of(FetchSettings).max_download_size
+    deadline = time.monotonic() + settings.of(FetchSettings).download_timeout
+    with httpx.Client(timeout=settings.of(FetchSettings).download_timeout, follow_redirects=False,
                       trust_env=False) as client:
         response = _open(client, url, settings, failed)
         try:
@@ -181,6 +182,12 @@ def download(url: str, store: Path, settings: Settings, *, progress: bool = Fals
         raise
     log.info("download finished", url=shown, path=str(target), bytes=size)
     return target
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
+    return FetchSettings
 
 
 @hookimpl(trylast=True)

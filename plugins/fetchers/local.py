@@ -32,6 +32,7 @@ from kernel.errors import WorkflowNotFound
 from kernel.redact import clip
 from kernel.redact import redact_url
 from kernel.settings import Settings
+from plugins.fetchers.common import FetchSettings
 from plugins.fetchers.common import check_allowed
 from plugins.fetchers.common import check_bare_name
 from plugins.fetchers.common import check_relative
@@ -118,16 +119,17 @@ def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
     mode = info.st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise DownloadFailed(failed, url=shown, reason="not a regular file or folder")
-    if stat.S_ISREG(mode) and info.st_size > settings.max_download_size:
-        raise TooLarge(f"{shown} is larger than {settings.max_download_size} bytes",
-                       url=shown, limit=settings.max_download_size)
+    if stat.S_ISREG(mode) and info.st_size > settings.of(FetchSettings).max_download_size:
+        limit = settings.of(FetchSettings).max_download_size
+        raise TooLarge(f"{shown} is larger than {limit} bytes", url=shown, limit=limit)
     try:
         folder = download_dir(Path(store))
     except OSError as exc:
         raise DownloadFailed(failed, url=shown, reason=clip(exc)) from None
     target = folder / download_name(url)
-    budget = Budget.lasting(settings.max_download_size, settings.max_archive_entries,
-                            settings.download_timeout)
+    bounds = settings.of(FetchSettings)
+    budget = Budget.lasting(bounds.max_download_size, settings.max_archive_entries,
+                            bounds.download_timeout)
     try:
         if stat.S_ISDIR(mode):
             copy_tree(source, target, budget)
@@ -137,7 +139,7 @@ def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
         discard(folder)
         if exc.too_large:
             raise TooLarge(f"{shown} is {exc}", url=shown,
-                           limit=settings.max_download_size) from None
+                           limit=settings.of(FetchSettings).max_download_size) from None
         raise DownloadFailed(failed, url=shown, reason=clip(exc)) from None
     except OSError as exc:
         discard(folder)
@@ -147,6 +149,12 @@ def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
         raise
     log.info("archive copied", url=shown, path=str(target))
     return target
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
+    return FetchSettings
 
 
 @hookimpl(trylast=True)

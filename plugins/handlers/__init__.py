@@ -22,6 +22,7 @@ from plugins.handlers.context import build_context
 from plugins.handlers.entry import TsHandler
 from plugins.handlers.entry import load_entry
 from plugins.handlers.importer import HandlerError
+from plugins.handlers.settings import HandlerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,12 @@ def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> TsHa
     log.debug("handler loaded", workflow=context.workflow, node=node.name,
               worker=context.worker_index, handler=archive.handler)
     return TsHandler(entry, ts_context, node.name, typed=context.typed)
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.handlers.settings.HandlerSettings`."""
+    return HandlerSettings
 
 
 @hookimpl(trylast=True)

@@ -26,6 +26,7 @@ from kernel.contracts import LoadContext
 from kernel.contracts import RowMeta
 from kernel.spec import NodeSpec
 from plugins.handlers.metrics import MetricsCache
+from plugins.handlers.settings import HandlerSettings
 
 SERVER_NAME = "MMS"  # what TorchServe reports in system_properties["server_name"]
 SERVER_VERSION = "0.12.0"
@@ -282,5 +283,5 @@ def build_context(node: NodeSpec, archive: Archive, load: LoadContext) -> Contex
         batch_size=node.config.batch_size,
         gpu=load.gpu_id,
         model_yaml_config=model_yaml_config(archive) if is_model else {},
-        limit_max_image_pixels=load.settings.limit_max_image_pixels,
+        limit_max_image_pixels=load.settings.of(HandlerSettings).limit_max_image_pixels,
     )

@@ -30,6 +30,7 @@ from kernel.lifecycle import register_workflow
 from kernel.lifecycle import scale_node
 from kernel.redact import REDACTED
 from kernel.redact import has_credentials
+from plugins.snapshot.settings import SnapshotSettings
 from plugins.snapshot.store import CorruptSnapshot
 from plugins.snapshot.store import Entry
 from plugins.snapshot.store import files
@@ -48,7 +49,7 @@ class Snapshotter:
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.folder = Path(kernel.settings.snapshot_dir)
+        self.folder = Path(kernel.settings.of(SnapshotSettings).snapshot_dir)
         self.lock = threading.Lock()
         self.writing = False
         self.stamp = 0
@@ -65,7 +66,7 @@ class Snapshotter:
             ]
             try:
                 path, self.stamp = write(self.folder, entries,
-                                         keep=self.kernel.settings.snapshot_keep,
+                                         keep=self.kernel.settings.of(SnapshotSettings).snapshot_keep,
                                          after=self.stamp)
             except OSError as exc:
                 log.error("snapshot could not be written", folder=str(self.folder),
@@ -122,10 +123,16 @@ def _restorable(entry: Entry) -> bool:
 _ACTIVE: dict[int, Snapshotter] = {}
 
 
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.snapshot.settings.SnapshotSettings`."""
+    return SnapshotSettings
+
+
 @hookimpl(tryfirst=True)
 def wfserve_startup(kernel: Kernel) -> None:
     """Restore the newest valid snapshot, then write one on every later change."""
-    if not kernel.settings.snapshot:
+    if not kernel.settings.of(SnapshotSettings).snapshot:
         return
     snap = _ACTIVE[id(kernel)] = Snapshotter(kernel)
     snap.restore()

@@ -88,7 +88,7 @@ def test_https_inference_and_metrics_plain_management(pem_server, trusting):
     assert allowed.status_code >= 400 and "does not match" not in allowed.text
     assert pem_server.management.startswith("http://")
     reported = [line for line in pem_server.log().splitlines()
-                if "config.properties key ignored" in line]
+                if "setting ignored" in line]
     assert len(reported) == 1 and "number_of_netty_threads" in reported[0]
 
 

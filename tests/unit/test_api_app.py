@@ -28,6 +28,7 @@ from plugins.api.bounded import BodyTooSlow
 from plugins.api.bounded import BoundedInput
 from plugins.api.bounded import Bounds
 from plugins.api.bounded import Watchdog
+from plugins.api.settings import ApiSettings
 from plugins.api.worker import body_length
 from plugins.api.worker import close_after
 
@@ -420,8 +421,9 @@ def test_a_read_keeps_an_alarm_already_armed_on_its_thread(pair):
 
 
 def test_bounds_from_settings_take_a_timeout_of_zero_as_none():
-    bounds = Bounds.from_settings(Settings(request_body_timeout=0, response_write_timeout=-1,
-                                           request_min_rate=0, request_read_timeout=5))
+    bounds = Bounds.from_settings(Settings().with_section(ApiSettings(
+        request_body_timeout=0, response_write_timeout=-1, request_min_rate=0,
+        request_read_timeout=5)))
     assert bounds == Bounds(float("inf"), 5.0, 0, float("inf"))
     assert Bounds.from_settings(Settings()) == Bounds(60.0, 30.0, 1024, 30.0)
 

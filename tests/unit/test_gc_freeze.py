@@ -8,11 +8,12 @@ import pytest
 
 from kernel.settings import Settings
 from plugins import gc_freeze
+from plugins.gc_freeze import GcFreezeSettings
 
 
 class Kernelish:
     def __init__(self, **settings):
-        self.settings = Settings(**settings)
+        self.settings = Settings().with_section(GcFreezeSettings(**settings))
 
 
 class Node:

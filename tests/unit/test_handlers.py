@@ -16,6 +16,7 @@ from kernel.spec import NodeConfig
 from kernel.spec import NodeSpec
 from plugins.handlers import HandlerError
 from plugins.handlers.context import REQUEST_ID_NAMESPACE
+from plugins.handlers.settings import HandlerSettings
 from tests import archives
 
 MINE = ("plugins.archives", "plugins.handlers")
@@ -211,6 +212,6 @@ def test_limit_max_image_pixels_setting_reaches_the_context(hooks, mars, tmp_pat
     spec = NodeSpec(name="m1", kind="model", config=NodeConfig(batch_size=1))
     for value in (True, False):
         load = LoadContext(workflow="wf", model_name="wf__m1", model_dir=archive.root,
-                           settings=Settings(limit_max_image_pixels=value))
+                           settings=Settings().with_section(HandlerSettings(value)))
         handler = hooks.load_handler(spec, archive, load)
         assert handler.context.system_properties["limit_max_image_pixels"] is value

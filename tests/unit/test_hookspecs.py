@@ -23,6 +23,7 @@ FACADE = {
     "wfserve_add_routes": "add_routes",
     "wfserve_middleware": "middleware",
     "wfserve_serve": "serve",
+    "wfserve_settings": "settings_sections",
     "wfserve_add_commands": "add_commands",
     "wfserve_startup": "startup",
     "wfserve_shutdown": "shutdown",

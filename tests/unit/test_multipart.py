@@ -18,6 +18,7 @@ from plugins.api.model_call import NodePrediction
 from plugins.api.multipart import MultipartLimits
 from plugins.api.multipart import header_params
 from plugins.api.multipart import parse_form
+from plugins.api.settings import ApiSettings
 from tests.integration.test_multipart_hostile import many_parts
 from tests.integration.test_multipart_hostile import nested_parts
 from tests.integration.test_multipart_hostile import open_parens
@@ -100,8 +101,8 @@ def test_a_nested_multipart_within_depth_gives_its_raw_body():
 def test_limits_default_to_the_settings():
     assert MultipartLimits() == MultipartLimits.from_settings(Settings())
     assert (MultipartLimits().parts, MultipartLimits().depth) == (1000, 4)
-    limits = MultipartLimits.from_settings(Settings(max_multipart_parts=7,
-                                                    max_multipart_depth=2))
+    limits = MultipartLimits.from_settings(Settings().with_section(
+        ApiSettings(max_multipart_parts=7, max_multipart_depth=2)))
     assert (limits.parts, limits.depth) == (7, 2)
 
 
@@ -137,7 +138,8 @@ def test_the_depth_cap():
 
 
 def test_the_server_settings_reach_the_parser():
-    kernel = SimpleNamespace(settings=Settings(max_multipart_parts=2, max_multipart_depth=1))
+    kernel = SimpleNamespace(settings=Settings().with_section(
+        ApiSettings(max_multipart_parts=2, max_multipart_depth=1)))
     req = SimpleNamespace(content_type=CT, context=SimpleNamespace())
     for resource in (WorkflowPrediction(kernel), NodePrediction(kernel)):
         assert resource._row(req, form(FIELD, FIELD)) == {"a": b"v"}

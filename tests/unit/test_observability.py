@@ -24,6 +24,7 @@ from plugins.api.openapi import document
 from plugins.api.openapi import openapi_path
 from plugins.api.openapi import responders
 from plugins.auth.keys import KeyStore
+from plugins.auth.settings import AuthSettings
 from tests.archives import ASSETS
 from tests.archives import SAMPLE
 from tests.archives import build_war
@@ -48,7 +49,7 @@ class Server:
         self.metrics = falcon.testing.TestClient(self.apps["metrics"])
 
     def keys(self):
-        return json.loads(Path(self.kernel.settings.key_file).read_text())
+        return json.loads(Path(self.kernel.settings.of(AuthSettings).key_file).read_text())
 
     def bearer(self, kind):
         return {"Authorization": f"Bearer {self.keys()[kind]['key']}"}
@@ -67,8 +68,8 @@ def server(peer_stores, tmp_path_factory):
     shutil.copytree(peer_stores.workflow_store, wars)
     build_war(wars, "failnode_wf", spec_file=BAD / "failnode_workflow.yaml",
               handler=BAD / "failnode_handler.py")
-    settings = Settings(model_store=str(models), workflow_store=str(wars), snapshot=False,
-                        example=False, key_file=str(root / "key_file.json"))
+    settings = Settings(model_store=str(models), workflow_store=str(wars)).with_section(
+        AuthSettings(key_file=str(root / "key_file.json")))
     builtin = [m for m in BUILTIN if m not in ("plugins.example", "plugins.snapshot")]
     pm = make_plugin_manager(settings, builtin=builtin,
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
@@ -92,7 +93,7 @@ def predict(srv, name="seq_wf", body=PAYLOAD, **headers):
 
 
 def test_key_file_has_torchserve_layout_and_is_private(server):
-    path = server.kernel.settings.key_file
+    path = server.kernel.settings.of(AuthSettings).key_file
     keys = server.keys()
     assert set(keys) == {"management", "inference", "API"}
     for kind in ("management", "inference"):

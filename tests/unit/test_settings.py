@@ -3,10 +3,21 @@
 import pytest
 
 from kernel.errors import UsageError
+from kernel.plugins import Hooks
+from kernel.plugins import declared_settings
+from kernel.plugins import make_plugin_manager
+from kernel.properties import read_properties
 from kernel.settings import Settings
 from kernel.settings import load_settings
-from kernel.settings import read_properties
 from kernel.settings import settings_table
+from plugins.api.settings import ApiSettings
+from plugins.auth.settings import AuthSettings
+from plugins.cors import CorsSettings
+from plugins.handlers.settings import HandlerSettings
+
+#: the built-in plugins' settings classes
+SECTIONS = declared_settings(Hooks(make_plugin_manager(
+    Settings(), env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}), Settings()))[0]
 
 TORCHSERVE_KEYS = {
     "inference_address", "management_address", "metrics_address", "model_store",
@@ -35,11 +46,11 @@ def test_defaults_are_loopback_and_torchserve_ports():
 
 
 def test_every_torchserve_key_is_in_the_table():
-    assert {s.ts_key for s in settings_table()} >= TORCHSERVE_KEYS
+    assert {s.ts_key for s in settings_table(SECTIONS)} >= TORCHSERVE_KEYS
 
 
 def test_every_setting_has_help_and_a_typed_default():
-    for info in settings_table():
+    for info in settings_table(SECTIONS):
         assert info.help.endswith("."), info.name
         assert info.flag.startswith("--") and info.env.startswith("WFSERVE_")
 
@@ -49,11 +60,13 @@ def test_precedence_yaml_then_properties_then_env_then_cli(files):
     yaml_file.write_text("job_queue_size: 10\nmax_request_size: 11\nthreads: 12\nworkers: 13\n")
     props.write_text("job_queue_size=20\nmax_request_size=21\nthreads=22\n")
     env = {"WFSERVE_JOB_QUEUE_SIZE": "30", "WFSERVE_MAX_REQUEST_SIZE": "31"}
-    s = load_settings(cli={"job_queue_size": "40"}, env=env, config=yaml_file, ts_config=props)
+    s = load_settings(cli={"job_queue_size": "40"}, env=env, config=yaml_file, ts_config=props,
+                      sections=SECTIONS)
     assert s.job_queue_size == 40  # CLI
     assert s.max_request_size == 31  # env
-    assert s.threads == 12  # "threads" is not a TorchServe key: the properties line is ignored
-    assert s.workers == 13  # yaml
+    # "threads" is not a TorchServe key: the properties line is ignored
+    assert s.of(ApiSettings).threads == 12
+    assert s.of(ApiSettings).workers == 13  # yaml
 
 
 def test_torchserve_properties_file_keys_and_types(files):
@@ -72,14 +85,14 @@ def test_torchserve_properties_file_keys_and_types(files):
         "nubmer_of_gpu=1\n"
     )
     ignored: list[tuple[str, str]] = []
-    s = load_settings(ts_config=props, env={}, ignored=ignored)
+    s = load_settings(ts_config=props, env={}, ignored=ignored, sections=SECTIONS)
     assert s.inference_address == "http://0.0.0.0:9080"
     assert s.management_address == "http://127.0.0.1:9081"
     assert s.model_store == "/srv/models"
     assert s.allowed_urls == ["https://s3.amazonaws.com/.*", "file://.*"]
     assert s.enable_model_api is False  # no direct model registration: reported, not used
-    assert s.disable_token_authorization is True
-    assert s.limit_max_image_pixels is False
+    assert s.of(AuthSettings).disable_token_authorization is True
+    assert s.of(HandlerSettings).limit_max_image_pixels is False
     reasons = dict(ignored)
     assert list(reasons) == ["enable_model_api", "number_of_netty_threads", "nubmer_of_gpu"]
     assert "405" in reasons["enable_model_api"]
@@ -206,10 +219,10 @@ def test_ts_variables_are_named_by_configmanager_fields(tmp_path):
     env = {"TS_TOKEN_EXPIRATION_TIME_MIN": "5", "TS_TOKEN_EXPIRATION_MIN": "7",
            "TS_ALLOWED_URLS": "http://only/.*", "TS_KEYSTORE_PASS": "from-env"}
     path.write_text("enable_envvars_config=true\n")
-    s = load_settings(ts_config=path, env=env)
-    assert s.token_expiration_min == 5.0
+    s = load_settings(ts_config=path, env=env, sections=SECTIONS)
+    assert s.of(AuthSettings).token_expiration_min == 5.0
     assert s.allowed_urls == ["file://.*", "http(s)?://.*"]
-    assert s.keystore_pass == "from-env"
+    assert s.of(ApiSettings).keystore_pass == "from-env"
     path.write_text("enable_envvars_config=true\nuse_env_allowed_urls=true\n")
     assert load_settings(ts_config=path, env=env).allowed_urls == ["http://only/.*"]
 
@@ -249,10 +262,43 @@ def test_every_torchserve_key_is_accounted_for():
     from kernel.torchserve_keys import TS_VARIABLES
     from kernel.torchserve_keys import every_key
 
-    setting_keys = {i.ts_key: i.name for i in settings_table() if i.ts_key}
+    setting_keys = {i.ts_key: i.name for i in settings_table(SECTIONS) if i.ts_key}
     assert not set(setting_keys) & set(IGNORED)
     assert not set(READ_BY_LOADER) & (set(IGNORED) | set(setting_keys))
     listed = every_key(setting_keys)
     assert set(TS_VARIABLES.values()) <= set(listed)
     assert listed["keystore"] == "setting keystore"
     assert listed["vmargs"].startswith("ignored: ")
+
+
+def test_plugin_settings_join_the_table_and_a_disabled_plugin_keys_are_ignored(files):
+    yaml_file, props = files
+    yaml_file.write_text("threads: 3\ncors_allowed_origin: '*'\n")
+    props.write_text("cors_allowed_methods=GET\n")
+    s = load_settings(config=yaml_file, ts_config=props, env={"WFSERVE_KEY_FILE": "k.json"},
+                      sections=SECTIONS)
+    assert (s.of(ApiSettings).threads, s.of(AuthSettings).key_file) == (3, "k.json")
+    assert (s.of(CorsSettings).cors_allowed_origin, s.of(CorsSettings).cors_allowed_methods
+            ) == ("*", "GET")
+    ignored: list[tuple[str, str]] = []
+    sections = [c for c in SECTIONS if c is not CorsSettings]
+    s = load_settings(config=yaml_file, ts_config=props, env={}, sections=sections,
+                      disabled={CorsSettings: "cors"}, ignored=ignored)
+    assert s.of(CorsSettings) == CorsSettings()  # the defaults: not loaded
+    assert ignored == [("cors_allowed_origin", "plugin cors is disabled"),
+                       ("cors_allowed_methods", "plugin cors is disabled")]
+    with pytest.raises(UsageError, match="unknown setting 'cors_allowed_origin'"):
+        load_settings(config=yaml_file, env={}, sections=sections)
+
+
+def test_a_setting_declared_twice_is_refused():
+    from dataclasses import dataclass
+
+    from kernel.settings import setting
+
+    @dataclass(frozen=True)
+    class Clash:
+        threads: int = setting(1, "Twice.")
+
+    with pytest.raises(UsageError, match="setting threads is declared twice"):
+        settings_table([*SECTIONS, Clash])

@@ -16,6 +16,7 @@ from kernel.errors import UsageError
 from kernel.settings import Settings
 from plugins.api.app import parse_address
 from plugins.api.app import tls_binds
+from plugins.api.settings import ApiSettings
 from plugins.api.tls import SELF_SIGNED_NAME
 from plugins.api.tls import client_verify
 from plugins.api.tls import read_keystore
@@ -38,8 +39,8 @@ def test_a_pkcs12_keystore_gives_its_key_and_certificate(tmp_path):
     made = read_keystore(path, "pw", "pkcs12")
     assert x509.load_pem_x509_certificate(made.chain_pem) == cert
     assert b"PRIVATE KEY" in made.key_pem
-    context = server_context(Settings(keystore=str(path), keystore_pass="pw",
-                                      run_dir=str(tmp_path / "run")))
+    context = server_context(Settings(run_dir=str(tmp_path / "run")).with_section(
+        ApiSettings(keystore=str(path), keystore_pass="pw")))
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert not (tmp_path / "run" / SELF_SIGNED_NAME).exists()
 
@@ -56,10 +57,11 @@ def test_a_keystore_that_cannot_be_used_is_refused(tmp_path, password, kind, mes
 
 def test_pem_files_need_each_other_and_must_exist(tmp_path):
     with pytest.raises(UsageError, match="both private_key_file and certificate_file"):
-        server_context(Settings(certificate_file=str(tmp_path / "a.crt")))
+        server_context(Settings().with_section(
+            ApiSettings(certificate_file=str(tmp_path / "a.crt"))))
     with pytest.raises(UsageError, match="not a readable file"):
-        server_context(Settings(certificate_file=str(tmp_path / "a.crt"),
-                                private_key_file=str(tmp_path / "a.key")))
+        server_context(Settings().with_section(ApiSettings(
+            certificate_file=str(tmp_path / "a.crt"), private_key_file=str(tmp_path / "a.key"))))
 
 
 def test_a_self_signed_certificate_names_the_bound_hosts(tmp_path):
