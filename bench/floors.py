@@ -113,6 +113,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
     from kernel.logs import configure_logging
     from kernel.settings import load_settings
     from plugins.api.decoding import build_row
+    from plugins.executors.core.outputs import to_wire
 
     with tempfile.TemporaryDirectory(prefix="wfserve-floor-") as tmp:
         settings = load_settings(cli={
@@ -128,7 +129,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
                 # and its byte conversion; a benchmark may look inside, the server never does
                 threaded = executor.inner
                 handlers = {n: node.workers[0].handler for n, node in threaded.nodes.items()}
-                to_wire = threaded._engine.to_wire
+                lookup = threaded.engine.lookup
                 order = threaded.dag.order
                 decode = kernel.hooks.serializer("application/json", payload).deserialize
                 meta = [RowMeta("floor", {})]
@@ -141,7 +142,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
                 def direct() -> None:
                     row = request().row
                     for name in order:
-                        row = {"body": to_wire(handlers[name]([row], meta)[0])}
+                        row = {"body": to_wire(handlers[name]([row], meta), lookup)[0]}
 
                 def handed_off() -> None:
                     executor.render(executor.submit(request()).result())

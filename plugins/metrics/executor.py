@@ -22,6 +22,8 @@ from plugins.metrics.timing import current
 
 if TYPE_CHECKING:
     from kernel.contracts import Executor
+    from kernel.contracts import ExecutorState
+    from kernel.contracts import NodeState
     from kernel.contracts import PredictRequest
     from plugins.metrics.instruments import Metrics
 
@@ -72,11 +74,14 @@ class InstrumentedExecutor:
             observation.total = time.monotonic() - observation.started
         return self.inner.render(result)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ExecutorState:
         return self.inner.describe()
 
-    def scale(self, node: str, **kwargs: Any) -> None:
-        self.inner.scale(node, **kwargs)
+    def scale(self, node: str, *, min_workers: int | None = None,
+              max_workers: int | None = None, batch_size: int | None = None,
+              max_batch_delay: int | None = None) -> NodeState:
+        return self.inner.scale(node, min_workers=min_workers, max_workers=max_workers,
+                                batch_size=batch_size, max_batch_delay=max_batch_delay)
 
     def close(self, timeout: float = 30.0) -> None:
         self.inner.close(timeout)
