@@ -29,7 +29,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +113,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
     from kernel.settings import load_settings
     from plugins.api.decoding import build_row
     from plugins.executors.core.outputs import to_wire
+    from plugins.executors.threaded.inline import offered
 
     with tempfile.TemporaryDirectory(prefix="wfserve-floor-") as tmp:
         settings = load_settings(cli={
@@ -148,7 +148,9 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
                     executor.render(executor.submit(request()).result())
 
                 def here() -> None:
-                    ran = executor.submit(replace(request(), run_here=True))
+                    with offered() as offer:
+                        ran = executor.submit(request())
+                        offer.run()
                     executor.render(ran.result())
 
                 found = {"direct": _timed(direct), "executor_here": _timed(here),

@@ -9,7 +9,6 @@ kernel owns; behaviour a plugin supplies (``Executor``, ``Batcher``, ``Serialize
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,19 +121,12 @@ class PredictRequest:
     ...}`` or one entry per form field; an :class:`InputRow` when the API decoded it);
     ``headers`` are the request's, as handlers see them; ``deadline`` is a
     ``time.monotonic()`` instant or None.
-
-    ``run_here``: the submitting thread may run nodes itself, inside ``submit`` (an executor
-    may ignore it). A caller sets it only when it can answer its client from another thread
-    should a node it runs hang: ``on_future`` is then called, on the submitting thread, with
-    the request's future before any node runs, so the caller can watch it settle elsewhere.
     """
 
     row: dict[str, Any]
     headers: Mapping[str, str]
     request_id: str
     deadline: float | None = None
-    run_here: bool = False
-    on_future: Callable[[concurrent.futures.Future[Any]], None] | None = None
     #: what the handlers set for the answer (executors hand it to every RowMeta they make)
     response: ResponseMeta = field(default_factory=ResponseMeta)
 
@@ -269,11 +261,7 @@ class Executor(Protocol):
         """Load every node's handler and start workers; raises ``RegistrationFailed``."""
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
-        """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...).
-
-        With ``request.run_here`` the executor may run nodes on the calling thread before it
-        returns (after calling ``request.on_future``); the future may then be settled already.
-        """
+        """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...)."""
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         """Run one node alone on ``request.row`` (TorchServe's ``/predictions/<wf>__<node>``)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -46,21 +45,7 @@ class InstrumentedExecutor:
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         started = self._started()
-        if not request.run_here:
-            return self._watch(self.inner.submit(request), None, started)
-        # nodes may run inside the inner submit: watch the future before any node runs, so a
-        # request settled elsewhere while a handler holds this thread is still recorded
-        watched: list[bool] = []
-        outer = request.on_future
-
-        def on_future(future: concurrent.futures.Future[Any]) -> None:
-            self._watch(future, None, started)
-            watched.append(True)
-            if outer is not None:
-                outer(future)
-
-        future = self.inner.submit(replace(request, on_future=on_future))
-        return future if watched else self._watch(future, None, started)
+        return self._watch(self.inner.submit(request), None, started)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         started = self._started()
@@ -91,7 +76,7 @@ class InstrumentedExecutor:
     @staticmethod
     def _started() -> float:
         """Now, also recorded as the start of this request's ``Server-Timing`` total (taken
-        before the inner submit, which may run the whole DAG on this thread)."""
+        before the inner submit)."""
         started = time.monotonic()
         observation = current()
         if observation is not None:
@@ -146,17 +131,3 @@ class InstrumentedExecutor:
         elif isinstance(exc, Timeout):
             m.request_timeouts.labels(wf).inc()
 
-
-def _forward(done: concurrent.futures.Future[Any], outer: concurrent.futures.Future[Any]
-             ) -> None:
-    if done.cancelled():
-        outer.cancel()
-        return
-    try:
-        exc = done.exception()
-        if exc is None:
-            outer.set_result(done.result())
-        else:
-            outer.set_exception(exc)
-    except concurrent.futures.InvalidStateError:
-        pass  # NOTE: the caller cancelled the outer future first

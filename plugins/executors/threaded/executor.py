@@ -10,6 +10,7 @@ left behind (daemon) and logged.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 
@@ -22,6 +23,7 @@ from kernel.errors import Unavailable
 from kernel.errors import WfserveError
 from kernel.spec import NodeSpec
 from plugins.executors.core.executor import ExecutorCore
+from plugins.executors.threaded import inline
 from plugins.executors.threaded.engine import Engine
 from plugins.executors.threaded.nodes import NodeRuntime
 from plugins.executors.threaded.nodes import Worker
@@ -135,19 +137,17 @@ class ThreadedExecutor(ExecutorCore):
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         """Start one request (see :meth:`ExecutorCore.submit`).
 
-        With ``request.run_here``, the root and each first ready child run on this thread
-        while their worker is idle and nothing is queued (siblings go to runner threads), so
-        a request can be answered with no thread handoff; ``request.on_future`` gets the
-        future before any node runs. A node attempt that times out here is retried or failed
-        by the watchdog like any other, settling the future elsewhere.
+        Under an :func:`.inline.offered` offer, the root's first batch is left to the offering
+        thread when its worker is idle and nothing is queued (each first ready child then
+        continues there; siblings go to runner threads); the future comes back before any
+        node ran (see :mod:`.inline`).
         """
-        if not request.run_here:
+        offer = inline.current()
+        if offer is None or not offer.free:
             return self.begin(request, self.dag.root, single=False)
         req, cont = self.admit(request, self.dag.root, single=False, here=True)
-        if request.on_future is not None:
-            request.on_future(req.future)
-        if cont is not None:  # PERF: the chain on this thread, no handoff (run_here)
-            self._threaded.run_task(*cont)
+        if cont is not None:  # PERF: the chain on the offering thread, no handoff
+            offer.take(functools.partial(self._threaded.run_task, *cont))
         return req.future
 
     # --- stopping ----------------------------------------------------------------------------
