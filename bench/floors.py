@@ -29,7 +29,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +113,8 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
     from kernel.settings import Settings
     from plugins.api.decoding import build_row
     from plugins.auth.settings import AuthSettings
+    from plugins.executors.core.outputs import to_wire
+    from plugins.executors.threaded.inline import offered
     from plugins.snapshot.settings import SnapshotSettings
 
     with tempfile.TemporaryDirectory(prefix="wfserve-floor-") as tmp:
@@ -130,7 +131,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
                 # and its byte conversion; a benchmark may look inside, the server never does
                 threaded = executor.inner
                 handlers = {n: node.workers[0].handler for n, node in threaded.nodes.items()}
-                to_wire = threaded._engine.to_wire
+                lookup = threaded.engine.lookup
                 order = threaded.dag.order
                 decode = kernel.hooks.serializer("application/json", payload).deserialize
                 meta = [RowMeta("floor", {})]
@@ -143,13 +144,15 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
                 def direct() -> None:
                     row = request().row
                     for name in order:
-                        row = {"body": to_wire(handlers[name]([row], meta)[0])}
+                        row = {"body": to_wire(handlers[name]([row], meta), lookup)[0]}
 
                 def handed_off() -> None:
                     executor.render(executor.submit(request()).result())
 
                 def here() -> None:
-                    ran = executor.submit(replace(request(), run_here=True))
+                    with offered() as offer:
+                        ran = executor.submit(request())
+                        offer.run()
                     executor.render(ran.result())
 
                 found = {"direct": _timed(direct), "executor_here": _timed(here),

@@ -1,14 +1,14 @@
 """The shapes that cross the hook boundary: what plugins return and what the kernel hands them.
 
-Plain data (``Archive``, ``Workflow``, ``PredictRequest``, ``PredictResult``, ``LoadContext``) is
-a dataclass the kernel owns; behaviour a plugin supplies (``Executor``, ``Batcher``,
-``Serializer``, ``NodeHandler``) is a ``Protocol``, so a plugin needs no kernel base class.
+Plain data (``Archive``, ``Workflow``, ``PredictRequest``, ``PredictResult``, ``LoadContext``,
+the ``describe`` records ``ExecutorState``/``NodeState``/``WorkerState``) is a dataclass the
+kernel owns; behaviour a plugin supplies (``Executor``, ``Batcher``, ``Serializer``,
+``NodeHandler``) is a ``Protocol``, so a plugin needs no kernel base class.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -121,19 +121,12 @@ class PredictRequest:
     ...}`` or one entry per form field; an :class:`InputRow` when the API decoded it);
     ``headers`` are the request's, as handlers see them; ``deadline`` is a
     ``time.monotonic()`` instant or None.
-
-    ``run_here``: the submitting thread may run nodes itself, inside ``submit`` (an executor
-    may ignore it). A caller sets it only when it can answer its client from another thread
-    should a node it runs hang: ``on_future`` is then called, on the submitting thread, with
-    the request's future before any node runs, so the caller can watch it settle elsewhere.
     """
 
     row: dict[str, Any]
     headers: Mapping[str, str]
     request_id: str
     deadline: float | None = None
-    run_here: bool = False
-    on_future: Callable[[concurrent.futures.Future[Any]], None] | None = None
     #: what the handlers set for the answer (executors hand it to every RowMeta they make)
     response: ResponseMeta = field(default_factory=ResponseMeta)
 
@@ -180,7 +173,11 @@ class NodeHandler(Protocol):
 
 @runtime_checkable
 class Batcher(Protocol):
-    """Collects requests for one node into batches (batch-size, max-batch-delay, bounded queue)."""
+    """Collects requests for one node into batches (batch-size, max-batch-delay, bounded queue).
+
+    Every method is required: executors call them all (``configure`` on a scale call,
+    ``len`` for describe and metrics).
+    """
 
     def put(self, item: Any) -> None:
         """Queue one item; raises ``Unavailable`` at once when the queue is full or closed."""
@@ -188,8 +185,72 @@ class Batcher(Protocol):
     def next_batch(self, timeout: float | None = None) -> list[Any]:
         """Block for the next batch; an empty list means ``timeout`` passed or it was closed."""
 
+    def configure(self, *, batch_size: int | None = None,
+                  max_batch_delay_ms: float | None = None) -> None:
+        """Change batch-size and/or max-batch-delay (None keeps one); queued items are kept."""
+
+    def __len__(self) -> int:
+        """How many items are queued now."""
+
     def close(self) -> None:
         """Refuse new items and wake every waiting worker."""
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """One worker of a node as ``describe`` reports it.
+
+    ``status`` is TorchServe's word (``READY``, ``BUSY``, ``UNRESPONSIVE``, ``LOADING``);
+    ``state`` the engine's own; ``start_time`` TorchServe's ``startTime`` text; ``host`` where
+    the worker runs when that is not this process (a Ray node id), else None.
+    """
+
+    id: int
+    status: str
+    state: str
+    start_time: str
+    pid: int | None = None
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node's live configuration, workers and queue, as ``describe`` and ``scale`` report.
+
+    ``stuck_workers``: workers presumed stuck in a handler (retired, not yet back);
+    ``replaced_workers``: workers an engine replaced (killed after a timeout, or dead);
+    ``placement``: engine-specific placement from the spec (a Ray node's ``ray:`` section).
+    """
+
+    kind: str
+    min_workers: int
+    max_workers: int
+    batch_size: int
+    max_batch_delay: int
+    retry_attempts: int
+    timeout_ms: int
+    workers: tuple[WorkerState, ...] = ()
+    queued: int = 0
+    stuck_workers: int = 0
+    replaced_workers: int = 0
+    placement: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExecutorState:
+    """One workflow's executor as ``describe`` reports it; ``nodes`` in DAG order.
+
+    ``engine`` names where workers run (``threaded``, ``ray``...); ``address`` the cluster it
+    is connected to, when it has one.
+    """
+
+    workflow: str
+    engine: str
+    typed: bool
+    accepting: bool
+    inflight: int
+    nodes: Mapping[str, NodeState] = field(default_factory=dict)
+    address: str | None = None
 
 
 @runtime_checkable
@@ -200,11 +261,7 @@ class Executor(Protocol):
         """Load every node's handler and start workers; raises ``RegistrationFailed``."""
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
-        """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...).
-
-        With ``request.run_here`` the executor may run nodes on the calling thread before it
-        returns (after calling ``request.on_future``); the future may then be settled already.
-        """
+        """Start one request; the future fails with a ``WfserveError`` (``NodeFailed``...)."""
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         """Run one node alone on ``request.row`` (TorchServe's ``/predictions/<wf>__<node>``)."""
@@ -212,12 +269,13 @@ class Executor(Protocol):
     def render(self, result: PredictResult) -> bytes:
         """The response body: one leaf's bytes as they are, several leaves merged as JSON."""
 
-    def describe(self) -> dict[str, Any]:
-        """Live state, JSON-able: ``{"nodes": {name: {..., "workers": [...], "queued": n}}}``."""
+    def describe(self) -> ExecutorState:
+        """Live state: per node its configuration, workers and queue length."""
 
     def scale(self, node: str, *, min_workers: int | None = None, max_workers: int | None = None,
-              batch_size: int | None = None, max_batch_delay: int | None = None) -> None:
-        """Change one node's workers or batching without dropping in-flight requests."""
+              batch_size: int | None = None, max_batch_delay: int | None = None) -> NodeState:
+        """Change one node's workers or batching without dropping in-flight requests; returns
+        the node's new state. Raises ``ModelNotFound``, ``BadRequest``, ``Unavailable``."""
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking requests, let in-flight ones finish within ``timeout``, free resources."""

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from typing import Any
 
 import structlog
 
 from kernel.contracts import Archive
+from kernel.contracts import NodeState
 from kernel.contracts import Workflow
 from kernel.downloads import Fetcher
 from kernel.downloads import discard
@@ -133,8 +133,8 @@ def set_default_version(kernel: Kernel, name: str, version: str) -> Registered:
 
 def scale_node(
     kernel: Kernel, name: str, node: str, version: str | None = None, **values: int | None
-) -> dict[str, Any]:
-    """Change one node's workers or batching on a live workflow; returns its live state.
+) -> NodeState:
+    """Change one node's workers or batching on a live workflow; returns its new state.
 
     ``values`` are ``min_workers``, ``max_workers``, ``batch_size``, ``max_batch_delay`` (None
     leaves one as it is). The change is remembered in :attr:`Registered.overrides`.
@@ -152,12 +152,11 @@ def scale_node(
         if value is not None and value > cap:
             raise BadRequest(f"{key} {value} for {name}__{node} is over the limit of {cap} "
                              "workers per node (max_workers_per_node)", workflow=name, node=node)
-    entry.executor.scale(node, **values)
+    live = entry.executor.scale(node, **values)
     entry.overrides.setdefault(node, {}).update({k: v for k, v in values.items() if v is not None})
     log.info("node scaled", workflow=name, version=entry.version, node=node,
              **{k: v for k, v in values.items() if v is not None})
     kernel.hooks.workflow_event(kernel, "scaled", entry.workflow)
-    live: dict[str, Any] = entry.executor.describe().get("nodes", {}).get(node, {})
     return live
 
 

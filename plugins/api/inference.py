@@ -4,7 +4,6 @@ is :mod:`plugins.api.model_call`."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -14,13 +13,12 @@ from kernel.contracts import PredictRequest
 from kernel.errors import Timeout
 from kernel.errors import Unavailable
 from kernel.errors import WfserveError
+from plugins.api import inline
 from plugins.api.decoding import build_row
 from plugins.api.decoding import handler_headers
 from plugins.api.decoding import json_pretty
 from plugins.api.decoding import read_body
 from plugins.api.multipart import MultipartLimits
-from plugins.api.rescue import RESCUE_KEY
-from plugins.api.rescue import Rescue
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -98,20 +96,14 @@ class WorkflowPrediction(Predicting):
         entry = registry.get(name, version)
         body = read_body(req, self.kernel.settings.max_request_size)
         request = self._request(req, self._row(req, body))
-        write = req.env.get(RESCUE_KEY)
         for _ in range(SWAP_RETRIES):
             try:
-                if write is None:
-                    future = entry.executor.submit(request)
-                else:  # PERF: nodes run on this thread; a hung one is answered by Rescue
-                    rescue = Rescue(write, entry.executor.render, request.request_id,
-                                    self.kernel.settings.max_response_size)
-                    future = entry.executor.submit(
-                        replace(request, run_here=True, on_future=rescue.watch))
-                    if not rescue.returned():  # the client has its answer; log its status
-                        req.context.answered_elsewhere = True
-                        resp.status = rescue.code or 500
-                        return
+                future, answered = inline.submit(entry.executor, request, req.env,
+                                                 self.kernel.settings.max_response_size)
+                if answered is not None:  # the client has its answer; log its status
+                    req.context.answered_elsewhere = True
+                    resp.status = answered
+                    return
                 result = self._wait(future, request)
                 break
             except Unavailable:

@@ -6,12 +6,15 @@ Bodies and messages are TorchServe 0.12.0's (``torchserve-api-ground-truth.md``)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
 import falcon
 import yaml
 
+from kernel.contracts import NodeState
+from kernel.contracts import WorkerState
 from kernel.errors import BadRequest
 from kernel.errors import MethodNotAllowed
 from kernel.lifecycle import register_workflow
@@ -111,6 +114,18 @@ class WorkflowCollection:
         return {k: first.get(k) for k in ("url", "workflow_name", "version")}
 
 
+def node_view(node: NodeState) -> dict[str, Any]:
+    """A node's live state as the management API shows it."""
+    return {
+        "minWorkers": node.min_workers,
+        "maxWorkers": node.max_workers,
+        "batchSize": node.batch_size,
+        "maxBatchDelay": node.max_batch_delay,
+        "workers": [{"id": w.id, "status": w.status} for w in node.workers],
+        "queued": node.queued,
+    }
+
+
 def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
     """TorchServe's describe entry of one workflow version, then wfserve's extension fields.
 
@@ -121,14 +136,7 @@ def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
     """
     spec = entry.workflow.spec
     g = spec.globals
-    live = entry.executor.describe().get("nodes", {})
-    nodes = {}
-    for name, node in live.items():
-        nodes[name] = {k: node[k] for k in ("minWorkers", "maxWorkers", "batchSize",
-                                            "maxBatchDelay") if k in node}
-        nodes[name]["workers"] = [{k: w[k] for k in ("id", "status") if k in w}
-                                  for w in node.get("workers", [])]
-        nodes[name]["queued"] = node.get("queued", 0)
+    nodes = {name: node_view(node) for name, node in entry.executor.describe().nodes.items()}
     return {
         "workflowName": entry.name,
         "workflowUrl": entry.workflow.url,
@@ -253,15 +261,15 @@ def _mar_workers(archive: Archive | None) -> tuple[int, int] | None:
     return None
 
 
-def _workers(live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _workers(live: Sequence[WorkerState]) -> list[dict[str, Any]]:
     """TorchServe's worker entries: READY while loaded (idle or busy), else UNLOADING; one
     process holds every threaded worker, which no per-worker memory figure can tell apart."""
     return [{
-        "id": str(w.get("id")),
-        "startTime": w.get("startTime", ""),
-        "status": "READY" if w.get("status") in ("READY", "BUSY") else "UNLOADING",
+        "id": str(w.id),
+        "startTime": w.start_time,
+        "status": "READY" if w.status in ("READY", "BUSY") else "UNLOADING",
         "memoryUsage": 0,
-        "pid": w.get("pid") or 0,
+        "pid": w.pid or 0,
         "gpu": False,
         "gpuUsage": "N/A",
     } for w in live]
@@ -277,12 +285,12 @@ def describe_model(kernel: Kernel, entry: Registered, node: NodeSpec, name: str,
     ``customized``: the handler's own metadata (``?customized=true``), placed where
     TorchServe places it.
     """
-    live = entry.executor.describe().get("nodes", {}).get(node.name, {})
+    live = entry.executor.describe().nodes.get(node.name)
     c = node.config
     archive = entry.workflow.node_archives.get(node.name)
-    workers = live.get("maxWorkers", c.max_workers)
+    workers = c.max_workers if live is None else live.max_workers
     lo, hi = _mar_workers(archive) or (workers, workers)
-    queued = live.get("queued", 0)
+    queued = 0 if live is None else live.queued
     body: dict[str, Any] = {"modelName": name, "modelVersion": model_version(entry, node)}
     if node.url:
         body["modelUrl"] = redact_url(node.url)
@@ -290,8 +298,8 @@ def describe_model(kernel: Kernel, entry: Registered, node: NodeSpec, name: str,
         "runtime": "python",
         "minWorkers": lo,
         "maxWorkers": hi,
-        "batchSize": live.get("batchSize", c.batch_size),
-        "maxBatchDelay": live.get("maxBatchDelay", c.max_batch_delay),
+        "batchSize": c.batch_size if live is None else live.batch_size,
+        "maxBatchDelay": c.max_batch_delay if live is None else live.max_batch_delay,
         "responseTimeout": kernel.settings.default_response_timeout,
         "startupTimeout": STARTUP_TIMEOUT,
         "maxRetryTimeoutInSec": MAX_RETRY_TIMEOUT_S,
@@ -308,7 +316,7 @@ def describe_model(kernel: Kernel, entry: Registered, node: NodeSpec, name: str,
         "maxNumSequence": 0,
         "maxSequenceJobQueueSize": 0,
         "loadedAtStartup": False,
-        "workers": _workers(live.get("workers", [])),
+        "workers": _workers(() if live is None else live.workers),
         "jobQueueStatus": {
             "remainingCapacity": max(kernel.settings.job_queue_size - queued, 0),
             "pendingRequests": queued,

@@ -1,7 +1,7 @@
 """Answering a request from another thread when its HTTP thread is stuck in a node.
 
 The inference API lets the executor run a workflow's nodes on the HTTP thread itself
-(``PredictRequest.run_here``): no thread handoff per request. The price is that a handler
+(:mod:`plugins.api.inline`): no thread handoff per request. The price is that a handler
 that hangs there holds the HTTP thread. The promise stays that every request is answered by
 its deadline: the watchdog abandons the attempt and retries it elsewhere or fails the request,
 which settles its future on another thread. :class:`Rescue` then starts a short-lived thread
@@ -15,7 +15,7 @@ socket fails quietly and the connection is closed): a client never gets two answ
 
 The worker class (:mod:`plugins.api.worker`) puts :data:`RESCUE_KEY` in the WSGI environ of
 plain HTTP/1.x requests: a function that writes one such answer to the request's socket.
-Without it (another server, TLS, HTTP/2), the API does not ask for ``run_here``.
+Without it (another server, TLS, HTTP/2), the API does not lend the HTTP thread.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ class Rescue:
         self._http_thread = threading.get_ident()
 
     def watch(self, future: concurrent.futures.Future[Any]) -> None:
-        """``PredictRequest.on_future``: be told when the request settles, on any thread."""
+        """Be told when the request settles, on any thread (call before any node runs on
+        the HTTP thread)."""
         future.add_done_callback(self._settled)
 
     def returned(self) -> bool:

@@ -24,6 +24,7 @@ from kernel.lifecycle import set_default_version
 from kernel.lifecycle import unregister_workflow
 from plugins.api.management import _send
 from plugins.api.management import describe
+from plugins.api.management import node_view
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
@@ -94,18 +95,18 @@ class NodeScale(_Resource):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, node: str) -> None:
         entry = self.kernel.registry.get(name, req.get_param("version") or None)
-        live = entry.executor.describe().get("nodes", {})
-        if node not in live:
+        live = entry.executor.describe().nodes.get(node)
+        if live is None:
             raise ModelNotFound(f"Model not found: {name}__{node}", workflow=name, node=node)
-        _send(resp, describe(entry, True)["nodes"][node])
+        _send(resp, node_view(live))
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, node: str) -> None:
         values = scale_values(req)
         live = scale_node(self.kernel, name, node, req.get_param("version") or None, **values)
         _send(resp, {"status": (
-            f"Workflow node {name}__{node} scaled: minWorkers {live.get('minWorkers')}, "
-            f"maxWorkers {live.get('maxWorkers')}, batchSize {live.get('batchSize')}, "
-            f"maxBatchDelay {live.get('maxBatchDelay')}"
+            f"Workflow node {name}__{node} scaled: minWorkers {live.min_workers}, "
+            f"maxWorkers {live.max_workers}, batchSize {live.batch_size}, "
+            f"maxBatchDelay {live.max_batch_delay}"
         )})
 
 

@@ -1,1 +1,2 @@
-"""Executors: run a workflow's DAG. ``threaded`` is the default; all share :mod:`.response`."""
+"""Executors: run a workflow's DAG. One core (:mod:`.core`) for every engine; ``threaded`` is
+the default engine, ``ray`` runs nodes as Ray actors; all render answers with :mod:`.response`."""

@@ -24,6 +24,7 @@ from plugins.metrics.instruments import Metrics
 if TYPE_CHECKING:
     from kernel.contracts import Archive
     from kernel.contracts import Executor
+    from kernel.contracts import ExecutorState
     from kernel.contracts import LoadContext
     from kernel.contracts import NodeHandler
     from kernel.contracts import Workflow
@@ -38,7 +39,7 @@ def metrics_for(kernel: Kernel) -> Metrics:
     """This server's metrics; the first call also registers the handler-instrumenting plugin."""
 
     def make() -> Metrics:
-        def describe_all() -> list[tuple[str, dict[str, Any]]]:
+        def describe_all() -> list[tuple[str, ExecutorState]]:
             found = []
             for entry in kernel.registry.entries():
                 try:

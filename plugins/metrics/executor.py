@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -22,6 +21,8 @@ from plugins.metrics.timing import current
 
 if TYPE_CHECKING:
     from kernel.contracts import Executor
+    from kernel.contracts import ExecutorState
+    from kernel.contracts import NodeState
     from kernel.contracts import PredictRequest
     from plugins.metrics.instruments import Metrics
 
@@ -44,21 +45,7 @@ class InstrumentedExecutor:
 
     def submit(self, request: PredictRequest) -> concurrent.futures.Future[PredictResult]:
         started = self._started()
-        if not request.run_here:
-            return self._watch(self.inner.submit(request), None, started)
-        # nodes may run inside the inner submit: watch the future before any node runs, so a
-        # request settled elsewhere while a handler holds this thread is still recorded
-        watched: list[bool] = []
-        outer = request.on_future
-
-        def on_future(future: concurrent.futures.Future[Any]) -> None:
-            self._watch(future, None, started)
-            watched.append(True)
-            if outer is not None:
-                outer(future)
-
-        future = self.inner.submit(replace(request, on_future=on_future))
-        return future if watched else self._watch(future, None, started)
+        return self._watch(self.inner.submit(request), None, started)
 
     def submit_node(self, node: str, request: PredictRequest) -> concurrent.futures.Future[Any]:
         started = self._started()
@@ -72,11 +59,14 @@ class InstrumentedExecutor:
             observation.total = time.monotonic() - observation.started
         return self.inner.render(result)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ExecutorState:
         return self.inner.describe()
 
-    def scale(self, node: str, **kwargs: Any) -> None:
-        self.inner.scale(node, **kwargs)
+    def scale(self, node: str, *, min_workers: int | None = None,
+              max_workers: int | None = None, batch_size: int | None = None,
+              max_batch_delay: int | None = None) -> NodeState:
+        return self.inner.scale(node, min_workers=min_workers, max_workers=max_workers,
+                                batch_size=batch_size, max_batch_delay=max_batch_delay)
 
     def close(self, timeout: float = 30.0) -> None:
         self.inner.close(timeout)
@@ -86,7 +76,7 @@ class InstrumentedExecutor:
     @staticmethod
     def _started() -> float:
         """Now, also recorded as the start of this request's ``Server-Timing`` total (taken
-        before the inner submit, which may run the whole DAG on this thread)."""
+        before the inner submit)."""
         started = time.monotonic()
         observation = current()
         if observation is not None:
@@ -141,17 +131,3 @@ class InstrumentedExecutor:
         elif isinstance(exc, Timeout):
             m.request_timeouts.labels(wf).inc()
 
-
-def _forward(done: concurrent.futures.Future[Any], outer: concurrent.futures.Future[Any]
-             ) -> None:
-    if done.cancelled():
-        outer.cancel()
-        return
-    try:
-        exc = done.exception()
-        if exc is None:
-            outer.set_result(done.result())
-        else:
-            outer.set_exception(exc)
-    except concurrent.futures.InvalidStateError:
-        pass  # NOTE: the caller cancelled the outer future first

@@ -28,7 +28,6 @@ import socket
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import GCCollector
@@ -37,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from kernel.contracts import ExecutorState
 from plugins.metrics.series import Counter
 from plugins.metrics.series import Histogram
 
@@ -83,7 +83,7 @@ class TorchServeCounters(Collector):
 class LiveState(Collector):
     """Workers by status and queue lengths, read from the executors at scrape time."""
 
-    def __init__(self, describe_all: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+    def __init__(self, describe_all: Callable[[], list[tuple[str, ExecutorState]]]) -> None:
         self.describe_all = describe_all
 
     def collect(self) -> Iterator[Metric]:
@@ -93,14 +93,13 @@ class LiveState(Collector):
                                    "Requests waiting for a node's workers.",
                                    labels=["workflow", "node"])
         for workflow, described in self.describe_all():
-            for node, info in (described.get("nodes") or {}).items():
+            for node, info in described.nodes.items():
                 counts = {"READY": 0, "BUSY": 0, "UNRESPONSIVE": 0}
-                for worker in info.get("workers", []):
-                    status = str(worker.get("status", "READY"))
-                    counts[status] = counts.get(status, 0) + 1
+                for worker in info.workers:
+                    counts[worker.status] = counts.get(worker.status, 0) + 1
                 for status, n in counts.items():
                     workers.add_metric([workflow, node, status], n)
-                queued.add_metric([workflow, node], float(info.get("queued", 0) or 0))
+                queued.add_metric([workflow, node], float(info.queued))
         yield workers
         yield queued
 
@@ -108,7 +107,7 @@ class LiveState(Collector):
 class Metrics:
     """Every instrument of one server, on its own :class:`CollectorRegistry`."""
 
-    def __init__(self, describe_all: Callable[[], list[tuple[str, dict[str, Any]]]]) -> None:
+    def __init__(self, describe_all: Callable[[], list[tuple[str, ExecutorState]]]) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("wfserve_workflow_requests", "Workflow requests finished.",
                                 WF, registry=r)

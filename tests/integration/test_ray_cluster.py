@@ -123,7 +123,7 @@ def predict(ex, msg, timeout=30):
 
 
 def worker(ex, node):
-    (only,) = ex.describe()["nodes"][node]["workers"]
+    (only,) = ex.describe().nodes[node].workers
     return only
 
 
@@ -133,7 +133,7 @@ def test_a_node_pinned_by_resource_runs_on_the_node_that_has_it(cluster, executo
     assert [h["node"] for h in hops] == ["pinned", "timed"]
     assert hops[0]["ray_node"] == gpu_node
     assert hops[1]["ray_node"] != gpu_node
-    assert worker(executor, "pinned")["rayNodeId"] == gpu_node
+    assert worker(executor, "pinned").host == gpu_node
 
 
 def test_a_killed_actor_is_replaced_without_a_failed_request(executor):
@@ -141,16 +141,16 @@ def test_a_killed_actor_is_replaced_without_a_failed_request(executor):
     body = json.dumps({"at": "pinned", "sleep": 1.0}).encode()
     future = executor.submit(PredictRequest({"body": body}, {}, "k"))
     time.sleep(0.4)  # the first attempt is running on the actor
-    os.kill(before["pid"], signal.SIGKILL)
+    os.kill(before.pid, signal.SIGKILL)
     hops = json.loads(future.result(30).outputs["timed"])["hops"]
     after = worker(executor, "pinned")
-    assert hops[0]["pid"] == after["pid"] != before["pid"]
-    assert executor.describe()["nodes"]["pinned"]["replacedWorkers"] == 1
+    assert hops[0]["pid"] == after.pid != before.pid
+    assert executor.describe().nodes["pinned"].replaced_workers == 1
     assert predict(executor, {"x": 2})["x"] == 2
 
 
 def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_actor(executor, tmp_path):
-    pids = {w["pid"] for w in executor.describe()["nodes"]["timed"]["workers"]}
+    pids = {w.pid for w in executor.describe().nodes["timed"].workers}
     assert len(pids) == 2
     marker = tmp_path / "finished"
     msg = {"at": "timed", "hang_once": str(tmp_path / "once"), "sleep": 5.0, "marker": str(marker)}
@@ -159,8 +159,8 @@ def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_actor(executor,
     assert 1.5 <= time.monotonic() - started < 4.0  # timed out at 1.5 s, retried at once
     assert (tmp_path / "once").exists()
     assert hops[1]["pid"] in pids  # the other actor, already loaded
-    timed = executor.describe()["nodes"]["timed"]
-    assert timed["replacedWorkers"] == 1
+    timed = executor.describe().nodes["timed"]
+    assert timed.replaced_workers == 1
     time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))
     assert not marker.exists()  # the timed-out attempt was stopped, not left running
-    assert len({w["pid"] for w in timed["workers"]} - pids) <= 1
+    assert len({w.pid for w in timed.workers} - pids) <= 1

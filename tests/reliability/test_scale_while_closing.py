@@ -48,16 +48,16 @@ def test_a_worker_load_failing_because_close_began_is_unavailable(tmp_path):
     gate, loading = threading.Event(), threading.Event()
     ex, _ = make_executor(tmp_path, SPEC, {"pre": per_row(lambda r: r["body"]),
                                            "m": per_row(lambda r: r["body"])})
-    real_load = ex._load_worker
+    real_load = ex.load_worker
 
     def load(node):
         loading.set()
         gate.wait(5)
-        if ex._closing:
+        if ex.closing:
             raise RegistrationFailed("m.pt does not exist")  # what a real handler load hits
         return real_load(node)
 
-    ex._load_worker = load
+    ex.load_worker = load
     errors: list[BaseException] = []
 
     def scale():

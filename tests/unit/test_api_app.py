@@ -12,7 +12,10 @@ import pytest
 
 from kernel import hookimpl
 from kernel.contracts import Archive
+from kernel.contracts import ExecutorState
+from kernel.contracts import NodeState
 from kernel.contracts import PredictResult
+from kernel.contracts import WorkerState
 from kernel.core import Kernel
 from kernel.errors import NodeFailed
 from kernel.errors import WorkflowNotFound
@@ -73,7 +76,11 @@ class FakeExecutor:
         return value.encode()
 
     def describe(self):
-        return {"nodes": {"m1": {"workers": [{"id": "1", "status": "READY"}], "queued": 0}}}
+        c = self.workflow.spec.nodes["m1"].config
+        m1 = NodeState("model", c.min_workers, c.max_workers, c.batch_size, c.max_batch_delay,
+                       c.retry_attempts, c.timeout_ms, queued=0,
+                       workers=(WorkerState(1, "READY", "idle", start_time=""),))
+        return ExecutorState(self.workflow.name, "fake", False, True, 0, {"m1": m1})
 
     def close(self, timeout=30.0):
         self.closed = True
@@ -140,7 +147,8 @@ def test_register_list_describe_unregister(env):
         "workflowName": "seq_wf", "workflowUrl": "seq_wf.war", "minWorkers": 1,
         "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 0,
         "workflowDag": "{pre=[m1], m1=[post]}", "workflowVersion": "1.0", "isDefault": True,
-        "nodes": {"m1": {"workers": [{"id": "1", "status": "READY"}], "queued": 0}},
+        "nodes": {"m1": {"minWorkers": 1, "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 0,
+                         "workers": [{"id": 1, "status": "READY"}], "queued": 0}},
     }
     r = mgmt.simulate_delete("/workflows/seq_wf")
     assert r.json == {"status": 'Workflow "seq_wf" unregistered'}

@@ -81,7 +81,7 @@ def test_stress_diamond_every_request_gets_its_own_answer(tmp_path):
         base = f"in-{rid}|{rid}"
         assert json.loads(out) == {"a": base + "|m1", "b": base[::-1]}, rid
     assert max(calls) > 1  # batching did happen
-    assert ex.describe()["inflight"] == 0
+    assert ex.describe().inflight == 0
 
 
 # --- property: random DAGs against a sequential reference ------------------------------------

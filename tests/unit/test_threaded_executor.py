@@ -307,7 +307,7 @@ def test_a_stuck_worker_does_not_starve_the_node(executors, tmp_path):
     assert [f.result(5).outputs["m"] for f in more] == [str(i).encode() for i in range(5)]
     time.sleep(0.05)
     info = ex.describe()
-    assert info["nodes"]["m"]["stuckWorkers"] == 0 and info["inflight"] == 0
+    assert info.nodes["m"].stuck_workers == 0 and info.inflight == 0
 
 
 def test_a_failed_branch_stops_its_siblings(executors, tmp_path):
@@ -376,23 +376,24 @@ def test_describe_and_scale(executors, tmp_path):
         "m": per_row(lambda r: r["body"], sizes),
     })
     info = ex.describe()
-    json.dumps(info)
-    m = info["nodes"]["m"]
-    assert (m["minWorkers"], m["maxWorkers"], m["batchSize"], m["maxBatchDelay"],
-            m["retryAttempts"], m["timeoutMs"]) == (1, 1, 1, 50, 1, 10000)
-    (worker,) = m["workers"]
-    assert {k: worker[k] for k in ("id", "state", "status", "pid")} == {
-        "id": 0, "state": "idle", "status": "READY", "pid": os.getpid()}
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", worker["startTime"])
-    assert m["queueLength"] == m["queued"] == 0
+    assert (info.workflow, info.engine, info.typed, info.accepting, info.inflight) == (
+        "wf", "threaded", False, True, 0)
+    m = info.nodes["m"]
+    assert (m.kind, m.min_workers, m.max_workers, m.batch_size, m.max_batch_delay,
+            m.retry_attempts, m.timeout_ms) == ("model", 1, 1, 1, 50, 1, 10000)
+    (worker,) = m.workers
+    assert (worker.id, worker.state, worker.status, worker.pid, worker.host) == (
+        0, "idle", "READY", os.getpid(), None)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", worker.start_time)
+    assert m.queued == 0 and m.stuck_workers == 0
     assert ("m", 0, "wf__m") in fakes.loaded
-    ex.scale("m", max_workers=3, batch_size=4, max_batch_delay=20)
-    m = ex.describe()["nodes"]["m"]
-    assert len(m["workers"]) == 3 and m["batchSize"] == 4
+    scaled = ex.scale("m", max_workers=3, batch_size=4, max_batch_delay=20)
+    assert scaled == ex.describe().nodes["m"]
+    assert len(scaled.workers) == 3 and scaled.batch_size == 4 and scaled.max_batch_delay == 20
     futures = [ex.submit(request(str(i).encode())) for i in range(20)]
     ex.scale("m", max_workers=1, batch_size=1)
     assert [f.result(5).outputs["m"] for f in futures] == [str(i).encode() for i in range(20)]
-    assert len(ex.describe()["nodes"]["m"]["workers"]) == 1
+    assert len(ex.describe().nodes["m"].workers) == 1
     with pytest.raises(WfserveError):
         ex.scale("m", min_workers=3, max_workers=2)
 

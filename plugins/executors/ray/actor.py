@@ -3,8 +3,9 @@
 An archive folder is zipped in memory once per workflow (:func:`pack_archive`), put in Ray's
 object store by the driver, and unzipped by each actor into its own temporary folder
 (:func:`unpack_archive`): no shared disk is assumed. The actor then loads the node's handler
-once with :func:`plugins.handlers.load_handler` (the built-in loader: handler plugins of the
-driver's process are not consulted on the cluster).
+once through ``wfserve_load_handler``, with a plugin manager of its own built from the
+server's settings (the built-ins and the installed plugins of the actor's environment), so
+third-party loaders apply there as in the threaded engine.
 
 :class:`NodeActor` is a plain class; :func:`remote_class` wraps it with ``ray.remote`` on
 first use, so importing this module does not import Ray.
@@ -29,6 +30,7 @@ from typing import Any
 
 from kernel.contracts import Archive
 from kernel.contracts import LoadContext
+from kernel.contracts import NodeHandler
 from kernel.contracts import RowMeta
 from kernel.spec import NodeSpec
 
@@ -65,22 +67,17 @@ class NodeActor:
     :param packed: the archive folder as :func:`pack_archive` made it (Ray resolves the
         object-store reference before the constructor runs).
     :param context: the driver's load context; ``model_dir`` and ``gpu_id`` are replaced by
-        this actor's own.
-    :param typed: typed mode: outputs pass on as objects; otherwise each is turned into the
-        bytes TorchServe would pass on.
+        this actor's own. ``context.typed``: outputs pass on as objects; otherwise each is
+        turned into the bytes TorchServe would pass on.
     """
 
-    def __init__(self, node: NodeSpec, archive: Archive, packed: bytes, context: LoadContext,
-                 typed: bool) -> None:
-        from plugins.handlers import load_handler
-
+    def __init__(self, node: NodeSpec, archive: Archive, packed: bytes,
+                 context: LoadContext) -> None:
         local = unpack_archive(packed, archive, f"wfserve-ray-{node.name}-")
         self.folder = local.root
-        gpu_id = _gpu_id()
-        context = dataclasses.replace(context, model_dir=local.root, gpu_id=gpu_id,
-                                      typed=typed)
+        context = dataclasses.replace(context, model_dir=local.root, gpu_id=_gpu_id())
         self.name = node.name
-        self.typed = typed
+        self.typed = context.typed
         self.handler = load_handler(node, local, context)
 
     def ready(self) -> dict[str, Any]:
@@ -99,29 +96,14 @@ class NodeActor:
         ``responses`` are what the handler set for each row's answer (this process's copies
         of ``meta[i].response``, sent back for the driver to copy).
         """
-        from plugins.executors.failures import BATCH_MISMATCH
-        from plugins.executors.failures import INVALID_OUTPUT
-        from plugins.executors.failures import UnsupportedOutput
+        from plugins.executors.core.outputs import finish_outputs
         from plugins.executors.failures import classify
 
         started = time.perf_counter()
         failure = None
         try:
             rows = _resolve(rows)
-            outputs = self.handler(rows, meta)
-            if not isinstance(outputs, list | tuple):
-                raise TypeError(f"{INVALID_OUTPUT}: handler returned "
-                                f"{type(outputs).__name__}, expected a list")
-            if len(outputs) != len(rows):
-                raise TypeError(f"{BATCH_MISMATCH}: handler returned {len(outputs)} outputs "
-                                f"for a batch of {len(rows)}")
-            if not self.typed:
-                from plugins.executors.response import to_bytes
-
-                try:
-                    outputs = [to_bytes(o) for o in outputs]
-                except Exception as exc:
-                    raise UnsupportedOutput(f"an output cannot be encoded: {exc}") from exc
+            outputs = finish_outputs(self.handler(rows, meta), len(rows), self.typed)
             error = None
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -133,6 +115,17 @@ class NodeActor:
 
     def __del__(self) -> None:
         shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)
+
+
+def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> NodeHandler:
+    """``node``'s handler through ``wfserve_load_handler``, with a plugin manager of this
+    process made from ``context.settings`` (entry points load unless
+    ``WFSERVE_DISABLE_PLUGIN_AUTOLOAD`` is set in this process's environment)."""
+    from kernel.plugins import Hooks
+    from kernel.plugins import make_plugin_manager
+
+    pm = make_plugin_manager(context.settings, env=os.environ)
+    return Hooks(pm, context.settings).load_handler(node=node, archive=archive, context=context)
 
 
 def _resolve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,19 +17,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from typing import Any
 
 from kernel.contracts import Batcher
 from kernel.contracts import NodeHandler
+from kernel.contracts import NodeState
+from kernel.contracts import WorkerState
 from kernel.spec import NodeSpec
-from plugins.executors.common import NodeBase
-from plugins.executors.common import start_time
-
-if TYPE_CHECKING:
-    from plugins.executors.threaded.state import Attempt
+from plugins.executors.core.nodes import NodeBase
+from plugins.executors.core.nodes import start_time
 
 IDLE, BUSY, STUCK = "idle", "busy", "stuck"
 _STATUS = {IDLE: "READY", BUSY: "BUSY", STUCK: "UNRESPONSIVE"}  # TorchServe's worker status
@@ -70,8 +67,6 @@ class NodeRuntime(NodeBase):
         self.collectors = 0
         self.next_index = 0
         self.threads: list[threading.Thread] = []
-        #: attempts in dispatch order, hence in deadline order: the watchdog's to-do list
-        self.timers: deque[Attempt] = deque()
 
     def apply_scale(self, min_workers: int | None, max_workers: int | None,
                     batch_size: int | None, max_batch_delay: int | None) -> None:
@@ -79,18 +74,6 @@ class NodeRuntime(NodeBase):
         super().apply_scale(min_workers, max_workers, batch_size, max_batch_delay)
         with self.lock:
             self.inline = self.batch_size == 1
-
-    @property
-    def target(self) -> int:
-        """How many workers the node should have."""
-        return self.max_workers
-
-    def queue_length(self) -> int:
-        """Items waiting in the batcher (0 when the batcher cannot tell)."""
-        try:
-            return len(self.batcher)  # type: ignore[arg-type]
-        except TypeError:
-            return 0
 
     def add(self, worker: Worker) -> None:
         """Put a freshly loaded worker in service."""
@@ -188,20 +171,14 @@ class NodeRuntime(NodeBase):
                 return True
             return False
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-able live view of this node."""
+    def worker_states(self) -> tuple[WorkerState, ...]:
+        """The workers in service (stuck ones are out of service until they return)."""
+        pid = os.getpid()
         with self.lock:
-            workers = [
-                {"id": w.index, "state": w.state, "status": _STATUS[w.state],
-                 "startTime": start_time(w.started), "pid": os.getpid()}
-                for w in self.workers
-            ]
-            stuck = self.stuck
-        queued = self.queue_length()
-        return {
-            **self.config_view(),
-            "workers": workers,
-            "stuckWorkers": stuck,
-            "queueLength": queued,
-            "queued": queued,
-        }
+            return tuple(WorkerState(id=w.index, status=_STATUS[w.state], state=w.state,
+                                     start_time=start_time(w.started), pid=pid)
+                         for w in self.workers)
+
+    def state(self, **extra: Any) -> NodeState:
+        """As :meth:`NodeBase.state`, with the workers presumed stuck."""
+        return super().state(stuck_workers=self.stuck, **extra)

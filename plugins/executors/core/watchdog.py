@@ -1,10 +1,12 @@
-"""The watchdog thread: expires attempts past ``timeout-ms`` and requests past their deadline.
+"""The watchdog thread of every engine: expires attempts past ``timeout-ms`` and requests
+past their deadline.
 
 Each node keeps its attempts in a deque in dispatch order; as all attempts of a node share one
 timeout, that is deadline order, so the watchdog only looks at the heads: settled attempts are
 dropped, expired ones handed to ``on_expire``. Request deadlines, which differ per request,
 live in a heap. Registration costs one ``deque.append``; the watchdog is woken early only
-when a new deadline falls before its planned wake-up.
+when a new deadline falls before its planned wake-up. An engine whose workers bound their
+own calls registers no attempts; the watchdog then keeps request deadlines only.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from collections.abc import Sequence
 
 import structlog
 
-from plugins.executors.threaded.nodes import NodeRuntime
-from plugins.executors.threaded.state import DONE
-from plugins.executors.threaded.state import Attempt
-from plugins.executors.threaded.state import Req
+from plugins.executors.core.nodes import NodeBase
+from plugins.executors.core.records import DONE
+from plugins.executors.core.records import Attempt
+from plugins.executors.core.records import Req
 
 log = structlog.get_logger(__name__)
 MAX_SLEEP_S = 1.0  # earlier deadlines wake it through hint()
@@ -35,7 +37,7 @@ class Watchdog:
     def __init__(
         self,
         name: str,
-        nodes: Sequence[NodeRuntime],
+        nodes: Sequence[NodeBase],
         on_expire: Callable[[Attempt], None],
         on_deadline: Callable[[Req], None],
     ) -> None:
