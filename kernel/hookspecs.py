@@ -109,6 +109,30 @@ def wfserve_make_executor(
     """
 
 
+@hookspec
+def wfserve_handler_ran(workflow: str, node: str, rows: int, seconds: float,
+                        error: str | None) -> None:
+    """A node's handler ran one batch in a process where this server's ``wfserve_load_handler``
+    wrappers do not apply (a Ray actor): observe it as a wrapper of the handler would have.
+
+    An engine whose handlers load through this server's plugin manager (threaded) never calls
+    this (wrap the handler in ``wfserve_load_handler`` to see those calls). An engine whose
+    handlers run elsewhere calls it once per handler call whose outcome came back; a batch
+    whose worker died or timed out first, or whose inputs could not be fetched, is not
+    reported.
+
+    :param workflow: the workflow's name.
+    :param node: the node's name in the DAG.
+    :param rows: the rows of the batch (the batch size), >= 1.
+    :param seconds: how long the handler call took, measured where it ran.
+    :param error: the class name of the exception the handler raised (``type(exc).__name__``),
+        or None when it returned (even an output the engine then refuses).
+    :returns: nothing; every plugin is called. Called from the engine's thread that received
+        the batch's outcome, before the batch's requests are settled (a request's calls are
+        observed by the time its answer is); an implementation must not block or raise.
+    """
+
+
 @hookspec(firstresult=True)
 def wfserve_serializer(content_type: str, obj: Any) -> Serializer | None:
     """Find the serializer for a content type (request decoding) or an object (encoding).

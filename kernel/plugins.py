@@ -209,6 +209,13 @@ class Hooks:
         )
         return _answered(executor, "wfserve_make_executor", f"executor {self.settings.executor!r}")
 
+    def handler_ran(self, workflow: str, node: str, rows: int, seconds: float,
+                    error: str | None) -> None:
+        """Tell every plugin that ``node``'s handler ran one batch where this server's
+        handler wrappers do not apply (see ``wfserve_handler_ran``)."""
+        self.pm.hook.wfserve_handler_ran(workflow=workflow, node=node, rows=rows,
+                                         seconds=seconds, error=error)
+
     def serializer(self, content_type: str, obj: Any) -> Serializer:
         """The serializer for a content type or object, cached per (content type, type).
 

@@ -1,10 +1,12 @@
 """Metrics: per-workflow and per-node Prometheus metrics, and the ``Server-Timing`` header.
 
-Cross-cutting, as wrapper hookimpls: ``wfserve_make_executor`` wraps the chosen executor (each
-request's outcome, latency, node timings, retries, timeouts), and a per-server plugin object,
-registered the first time the metrics of a server are needed, wraps ``wfserve_load_handler``
-(each handler call: duration, batch size, rows, errors by class). Workers and queue lengths are
-read from the executors when ``/metrics`` is scraped. The registry is the server's own (in
+Cross-cutting, mostly as wrapper hookimpls: ``wfserve_make_executor`` wraps the chosen
+executor (each request's outcome, latency, node timings, retries, timeouts), and a per-server
+plugin object, registered the first time the metrics of a server are needed, wraps
+``wfserve_load_handler`` (each handler call: duration, batch size, rows, errors by class) and
+records the same for the calls an engine reports through ``wfserve_handler_ran`` (handlers
+that run in Ray actors, where this server's wrappers do not apply). Workers and queue lengths
+are read from the executors when ``/metrics`` is scraped. The registry is the server's own (in
 ``kernel.stash``), served on the metrics API as ``/metrics``.
 """
 
@@ -49,14 +51,16 @@ def metrics_for(kernel: Kernel) -> Metrics:
             return found
 
         metrics = Metrics(describe_all)
-        kernel.pm.register(HandlerWrapper(metrics), name="metrics.handlers")
+        kernel.pm.register(HandlerMetrics(metrics), name="metrics.handlers")
         return metrics
 
     return kernel.stash.setdefault(METRICS, make)
 
 
-class HandlerWrapper:
-    """Per-server plugin: wraps every handler ``wfserve_load_handler`` returns."""
+class HandlerMetrics:
+    """Per-server plugin: records every handler call of this server's workflows, by wrapping
+    each handler ``wfserve_load_handler`` returns in this process, and from the calls engines
+    report through ``wfserve_handler_ran`` (handlers that run in other processes)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -71,6 +75,14 @@ class HandlerWrapper:
             return None
         return InstrumentedHandler(handler, context.workflow, node.name, context.worker_index,
                                    self.metrics)
+
+    @hookimpl
+    def wfserve_handler_ran(self, workflow: str, node: str, rows: int, seconds: float,
+                            error: str | None) -> None:
+        """Record a call reported by an engine, as a wrapped handler records its own."""
+        from plugins.metrics.handler import HandlerCalls
+
+        HandlerCalls(self.metrics, workflow, node).record(rows, seconds, error)
 
 
 @hookimpl(wrapper=True)

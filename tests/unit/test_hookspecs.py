@@ -19,6 +19,7 @@ FACADE = {
     "wfserve_load_handler": "load_handler",
     "wfserve_make_batcher": "make_batcher",
     "wfserve_make_executor": "make_executor",
+    "wfserve_handler_ran": "handler_ran",
     "wfserve_serializer": "serializer",
     "wfserve_add_routes": "add_routes",
     "wfserve_middleware": "middleware",
