@@ -90,27 +90,41 @@ class NodeActor:
         """Run one batch: ``(status, output_0, ..., output_n-1)``.
 
         ``status`` is ``{"error": None | str, "failure": None | (status, message), "run":
-        seconds, "responses": [ResponseMeta, ...]}``; a handler that raises, or returns other
-        than one output per row, gives an error status (``failure`` is TorchServe's answer
-        for it, :func:`plugins.executors.failures.classify`) and ``None`` outputs.
+        seconds, "responses": [ResponseMeta, ...], "called": None | seconds, "raised": None |
+        str}``; a handler that raises, or returns other than one output per row, gives an
+        error status (``failure`` is TorchServe's answer for it,
+        :func:`plugins.executors.failures.classify`) and ``None`` outputs.
         ``responses`` are what the handler set for each row's answer (this process's copies
-        of ``meta[i].response``, sent back for the driver to copy).
+        of ``meta[i].response``, sent back for the driver to copy). ``called`` is how long the
+        handler call itself took (None: it was not called, the rows' inputs could not be
+        fetched) and ``raised`` the class name of what it raised: the driver reports them
+        through ``wfserve_handler_ran``, as a handler wrapped in its own process is observed.
         """
         from plugins.executors.core.outputs import finish_outputs
         from plugins.executors.failures import classify
 
         started = time.perf_counter()
-        failure = None
+        error: str | None = None
+        failure: tuple[int, str] | None = None
+        raised: str | None = None  # the handler's own exception, by class
+        called: float | None = None  # seconds the handler call took
         try:
             rows = _resolve(rows)
-            outputs = finish_outputs(self.handler(rows, meta), len(rows), self.typed)
-            error = None
+            began = time.perf_counter()
+            try:
+                returned = self.handler(rows, meta)
+            except Exception as exc:
+                raised = type(exc).__name__
+                raise
+            finally:
+                called = time.perf_counter() - began
+            outputs = finish_outputs(returned, len(rows), self.typed)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             failure = classify(exc)
             outputs = [None] * len(rows)
         status = {"error": error, "failure": failure, "run": time.perf_counter() - started,
-                  "responses": [m.response for m in meta]}
+                  "responses": [m.response for m in meta], "called": called, "raised": raised}
         return (status, *outputs)
 
     def __del__(self) -> None:

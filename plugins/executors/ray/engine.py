@@ -41,18 +41,23 @@ log = structlog.get_logger(__name__)
 #: seconds a collector waits for a batch before checking whether it should exit
 POLL_S = 0.25
 Replace = Callable[[RayNode, ActorWorker, str], None]
+#: ``(node, rows, seconds, error class or None)``: one handler call that ran on an actor
+Report = Callable[[str, int, float, str | None], None]
 
 
 class Engine(EngineCore):
     """The Ray engine; owned by :class:`~.executor.RayExecutor`.
 
     :param replace: the executor's ``(node, worker, reason)``: kill that actor, start another.
+    :param report: the executor's ``(node, rows, seconds, error)``: a handler call ran on an
+        actor (the status record's ``called`` and ``raised``), before its batch is settled.
     """
 
     def __init__(self, workflow: str, nodes: Mapping[str, RayNode], leaves: list[str],
-                 replace: Replace) -> None:
+                 replace: Replace, report: Report) -> None:
         super().__init__(workflow, nodes, leaves, watch_attempts=False)
         self.replace = replace
+        self.report = report
 
     # --- collectors --------------------------------------------------------------------------
 
@@ -97,7 +102,8 @@ class Engine(EngineCore):
     def run_on_worker(self, node: Any, worker: ActorWorker, live: list[Attempt]
                       ) -> tuple[list[Any], float]:
         """Send the batch to the actor and wait for its status (until the earliest deadline);
-        returns the output references and the seconds the actor's handler ran."""
+        returns the output references and the seconds the actor's handler ran. A handler call
+        whose status came back is reported (:attr:`report`) first, failed or not."""
         import ray
 
         worker.state = BUSY
@@ -118,6 +124,8 @@ class Engine(EngineCore):
             self.replace(node, worker, reason)
             raise WorkerLost(reason) from None
         worker.state = READY
+        if status["called"] is not None:
+            self.report(node.name, len(live), status["called"], status["raised"])
         if status["error"] is not None:
             raise HandlerFailed(status["error"], status.get("failure"))
         for att, response in zip(live, status.get("responses", ()), strict=False):

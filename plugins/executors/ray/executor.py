@@ -46,7 +46,7 @@ class RayExecutor(ExecutorCore):
         self.start_timeout = float(self.settings.plugin("ray").get("start_timeout_s", 300))
         self._packed: dict[str, Any] = {}  # archive root -> object-store reference
         self._threads: list[threading.Thread] = []
-        self._ray = Engine(self.name, self.nodes, self.dag.leaves, self._replace)
+        self._ray = Engine(self.name, self.nodes, self.dag.leaves, self._replace, self._report)
         return self._ray
 
     def start(self) -> None:
@@ -133,6 +133,12 @@ class RayExecutor(ExecutorCore):
         worker.thread = thread
         self._threads.append(thread)
         thread.start()
+
+    def _report(self, node: str, rows: int, seconds: float, error: str | None) -> None:
+        """A handler call ran on an actor: tell the plugins (``wfserve_handler_ran``), as the
+        server's handler wrappers do not apply there."""
+        self.kernel.hooks.handler_ran(workflow=self.name, node=node, rows=rows, seconds=seconds,
+                                      error=error)
 
     def _replace(self, node: RayNode, worker: ActorWorker, reason: str) -> None:
         """Kill ``worker``'s actor (timed out or dead) and bring up a replacement."""
