@@ -172,7 +172,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"wfserve: cannot read {args.spec}: {exc.strerror}\n")
         return 2
     try:
-        spec = parse_spec(text, source=args.spec.name)
+        pm = make_plugin_manager(settings, env=os.environ)
+        spec = parse_spec(text, source=args.spec.name,
+                          sections=Hooks(pm, settings).spec_sections())
         dag = spec.dag()
     except (WfserveError, InvalidDAG) as exc:
         sys.stderr.write(f"wfserve: {args.spec.name}: {exc.message}\n")

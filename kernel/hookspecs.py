@@ -7,6 +7,7 @@ implementations of first-result hooks are ``trylast`` so that any installed plug
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -186,6 +187,19 @@ def wfserve_serve(kernel: Kernel) -> int | None:
     :returns: the process exit code, or None when this plugin does not serve. First non-None
         result wins; if none answers ``wfserve serve`` says no server plugin is installed.
         Called from the main thread of ``wfserve serve``.
+    """
+
+
+@hookspec
+def wfserve_spec_sections() -> dict[str, Callable[[Any], Any]] | None:
+    """Declare the per-model spec sections this plugin owns (``m1: {url: ..., ray: {...}}``).
+
+    :returns: ``{key: check}``, or None for none. ``check(value)`` returns the section as the
+        node keeps it (``NodeSpec.extensions[key]``) or raises ``ValueError`` with the reason,
+        which becomes a ``SpecError`` naming the model and the key. A key no enabled plugin
+        owns is a ``SpecError`` naming it; two plugins owning one key is a ``PluginError``.
+        Every plugin is called. Called from the thread that parses a spec (a registration, or
+        ``wfserve check``).
     """
 
 

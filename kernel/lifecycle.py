@@ -257,7 +257,7 @@ def _build(
         text = archive.path(archive.spec_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"Cannot read spec {archive.spec_file}: {exc}", workflow=name) from None
-    spec = parse_spec(text, source=archive.spec_file)
+    spec = parse_spec(text, source=archive.spec_file, sections=kernel.hooks.spec_sections())
     check_spec_limits(kernel.settings, name, spec)
     dag = spec.dag()
     node_archives: dict[str, Archive] = {}

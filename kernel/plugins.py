@@ -13,6 +13,7 @@ answers becomes a named kernel error instead of a silent None.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
@@ -244,6 +245,19 @@ class Hooks:
         """Run the server; ``NoPluginAnswered`` if no server plugin is installed."""
         code = self.pm.hook.wfserve_serve(kernel=kernel)
         return _answered(code, "wfserve_serve", "serving")
+
+    def spec_sections(self) -> dict[str, Callable[[Any], Any]]:
+        """``wfserve_spec_sections``: every plugin's per-model spec sections and their checks.
+
+        :raises PluginError: two plugins owning one key.
+        """
+        owned: dict[str, Callable[[Any], Any]] = {}
+        for sections in self.pm.hook.wfserve_spec_sections():
+            for key, check in (sections or {}).items():
+                if key in owned:
+                    raise PluginError(f"two plugins own the spec section '{key}'")
+                owned[key] = check
+        return owned
 
     def settings_sections(self) -> list[type]:
         """``wfserve_settings``: each plugin's settings class, once, in call order."""

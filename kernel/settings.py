@@ -106,13 +106,6 @@ class Settings:
         [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
     )
     executor: str = setting("threaded", "Executor plugin that runs workflows (threaded, ray).")
-    ray_address: str = setting(
-        "local", "executor ray: the cluster to use: local (start one in this process), auto "
-        "(the running cluster on this machine), or ray://host:port."
-    )
-    ray_num_cpus: int = setting(
-        0, "executor ray, address local: CPUs the local Ray cluster may use (0: all)."
-    )
     run_dir: str = setting(".wfserve", "Folder for the pid file and the background server's log.")
     log_format: str = setting(
         "auto", "Log format: json, console, or auto (console on a terminal).",

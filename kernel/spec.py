@@ -12,6 +12,7 @@ property applies to every model whatever its position in the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ PROPERTIES: dict[str, tuple[int, int]] = {
     "retry-attempts": (1, 0),
     "timeout-ms": (10000, 1),
 }
-#: wfserve extensions TorchServe does not know: global flags, per-model sections.
+#: wfserve extensions TorchServe does not know: global flags. Per-model sections belong to
+#: plugins (``wfserve_spec_sections``), passed to :func:`parse_spec` as ``sections``.
 GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
-MODEL_EXTENSIONS: dict[str, type] = {"ray": dict}
+#: a per-model section's check: the section as the node keeps it, or ValueError (the message)
+SectionCheck = Callable[[Any], Any]
 
 NodeKind = Literal["model", "function"]
 
@@ -218,7 +221,8 @@ def _parse_models(models: Any) -> tuple[dict[str, int], dict[str, Any], dict[str
     return global_props, global_ext, entries
 
 
-def _parse_model(name: str, entry: Any, global_props: dict[str, int], line: int | None) -> NodeSpec:
+def _parse_model(name: str, entry: Any, global_props: dict[str, int], line: int | None,
+                 sections: Mapping[str, SectionCheck]) -> NodeSpec:
     props = dict(global_props)
     extensions: dict[str, Any] = {}
     url = None
@@ -229,12 +233,13 @@ def _parse_model(name: str, entry: Any, global_props: dict[str, int], line: int 
             if not isinstance(value, str) or not value.strip():
                 raise _fail(f"model '{name}': 'url' must be a non-empty string", entry, key)
             url = value.strip()
-        elif key in MODEL_EXTENSIONS:
-            if not isinstance(value, MODEL_EXTENSIONS[key]):
-                raise _fail(f"model '{name}': '{key}' must be a mapping", entry, key)
-            extensions[key] = dict(value)
+        elif key in sections:
+            try:
+                extensions[key] = sections[key](value)
+            except ValueError as exc:
+                raise _fail(f"model '{name}': {key}: {exc}", entry, key) from None
         else:
-            known = ", ".join([*PROPERTIES, "url", *MODEL_EXTENSIONS])
+            known = ", ".join([*PROPERTIES, "url", *sections])
             raise _fail(f"model '{name}': unknown key '{key}' (known: {known})", entry, key)
     if url is None:
         raise SpecError(f"line {line}: model '{name}' has no 'url'", key=name, line=line)
@@ -256,11 +261,14 @@ def _parse_dag(dag: Any) -> dict[str, tuple[str, ...]]:
     return edges
 
 
-def parse_spec(text: str, source: str = "spec") -> WorkflowSpec:
+def parse_spec(text: str, source: str = "spec",
+               sections: Mapping[str, SectionCheck] | None = None) -> WorkflowSpec:
     """Parse a workflow spec.
 
     :param text: the YAML text.
     :param source: a name for messages (usually the spec's file name).
+    :param sections: the per-model sections plugins own (``Hooks.spec_sections``), each with
+        its check; any other key of a model is unknown.
     :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
         is not an integer or is below its minimum, min-workers above max-workers. The DAG is
         not validated here: call :meth:`WorkflowSpec.dag`.
@@ -278,7 +286,8 @@ def parse_spec(text: str, source: str = "spec") -> WorkflowSpec:
     edges = _parse_dag(doc["dag"])
 
     models = {
-        name: _parse_model(name, entry, global_props, _line(doc["models"], name))
+        name: _parse_model(name, entry, global_props, _line(doc["models"], name),
+                           sections or {})
         for name, entry in entries.items()
     }
     names = list(dict.fromkeys([n for k, v in edges.items() for n in (k, *v)]))

@@ -60,7 +60,7 @@ def make_executor(
     fakes = FakeHandlers(factories)
     pm = make_plugin_manager(settings, builtin=BUILTIN, env=NO_AUTOLOAD, extra=[("fakes", fakes)])
     kernel = Kernel.create(settings, pm=pm)
-    spec = parse_spec(textwrap.dedent(spec_text))
+    spec = parse_spec(textwrap.dedent(spec_text), sections=kernel.hooks.spec_sections())
     archive = Archive(kind="war", source=tmp_path, root=tmp_path, manifest={}, name="wf")
     node_archives = {
         n.name: Archive(kind="mar", source=tmp_path, root=tmp_path, manifest={}, name=n.name)

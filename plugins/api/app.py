@@ -39,6 +39,8 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Address = tuple[str, int]
 #: the hosts of a wildcard bind: any local address of the family
 WILDCARDS = ("0.0.0.0", "::")
+#: the WSGI environ key of the request's connection socket, set by the server's worker
+SOCKET_KEY = "wfserve.socket"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -164,9 +166,9 @@ def bound_address(host: str, port: int) -> Address:
 
 def local_address(environ: dict[str, Any]) -> Address | None:
     """The local (host, port) of the request's connection: the accepted socket's
-    ``getsockname()`` (``gunicorn.socket``), else PEP 3333's ``SERVER_NAME``/``SERVER_PORT``;
-    None when neither can be read."""
-    sock = environ.get("gunicorn.socket")
+    ``getsockname()`` (:data:`SOCKET_KEY`, which the wfserve worker sets), else PEP 3333's
+    ``SERVER_NAME``/``SERVER_PORT``; None when neither can be read."""
+    sock = environ.get(SOCKET_KEY)
     try:
         if sock is not None:
             name = sock.getsockname()

@@ -1,12 +1,22 @@
 """The gunicorn worker class: gthread, with bounded reads and kept-alive connections served
-on the thread that answered them.
+on the thread that answered them. The one module that knows gunicorn's internals.
+
+Supported: gunicorn 27.x (``pyproject.toml`` pins ``>=27.0,<28``; CI runs the suite on the
+newest and ``tests/integration/test_gunicorn_versions.py`` reruns the HTTP tests on 27.0.0).
+gunicorn documents no per-connection read timeout, TLS per listener or early close, so this
+module relies on, and only this module: gthread's ``enqueue_req``/``handle`` (bool or a defer
+marker), ``TConn.cfg``/``.sock``/``.server``/``.parser.unreader.buf``, the config's
+``is_ssl``/``ssl_context`` as ``TConn.init`` uses them, and ``Response.force_close`` reached
+through ``start_response``. 24.x-26.x serve pipelined and kept-alive connections differently
+and fail the keep-alive tests with this worker.
 
 Bounded reads: gunicorn's gthread worker waits a while for a new connection's first bytes,
 then reads the rest of the request with a blocking socket and no timeout, so a client that
-sends half a request and stalls (slowloris) holds an HTTP thread for ever. Here each client
-socket gets a kernel receive timeout (``SO_RCVTIMEO``, which Python's ``setblocking(True)``
-leaves alone): a read that waits longer than ``request_read_timeout`` fails and the
-connection is closed.
+sends half a request and stalls (slowloris) holds an HTTP thread for ever. Here each plain
+HTTP listener gets a kernel receive timeout (``SO_RCVTIMEO``), which every connection it
+accepts inherits (Linux copies it at ``accept``; Python's ``setblocking(True)`` leaves it
+alone): a read that waits longer than ``request_read_timeout`` fails and the connection is
+closed.
 
 Bounded bodies and answers (:mod:`plugins.api.bounded`): ``wsgi.input`` is wrapped in a
 :class:`~plugins.api.bounded.BoundedInput` (total body time, minimum average rate) and the
@@ -55,6 +65,7 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from plugins.api.app import SOCKET_KEY
 from plugins.api.bounded import BoundedInput
 from plugins.api.bounded import Bounds
 from plugins.api.bounded import Watchdog
@@ -68,8 +79,9 @@ from plugins.api.rescue import write_answer
 LINGER_S = 0.001
 
 
-def bound_reads(sock: socket.socket, seconds: float) -> None:
-    """Make every blocking read on ``sock`` fail after ``seconds`` without data."""
+def bound_reads(sock: Any, seconds: float) -> None:
+    """Make every blocking read on ``sock`` (or on the connections a listening ``sock``
+    accepts) fail after ``seconds`` without data."""
     whole = int(seconds)
     micro = int((seconds - whole) * 1_000_000)
     with contextlib.suppress(OSError):  # NOTE: a client already gone is gunicorn's to notice
@@ -166,6 +178,17 @@ class TimedThreadWorker(ThreadWorker):
     #: bound (host, port) -> the TLS context of the connections accepted there
     tls: dict[tuple[str, int], ssl.SSLContext] = {}
 
+    def init_process(self) -> None:
+        """Bound the reads of every plain listener's connections (see the module docstring),
+        count the connections waiting for a thread, then gunicorn's own start (which runs the
+        worker's loop and does not return)."""
+        for listener in self.sockets:
+            if listener_address(listener.getsockname()) not in self.tls:
+                bound_reads(listener, self.read_timeout)
+        self.waiting = 0
+        self.waiting_lock = threading.Lock()
+        super().init_process()
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = self.bounded(self.wsgi)
@@ -178,7 +201,7 @@ class TimedThreadWorker(ThreadWorker):
         bounds = self.bounds
 
         def serve(environ: dict[str, Any], start_response: Any) -> Any:
-            sock = environ.get("gunicorn.socket")
+            sock = environ[SOCKET_KEY] = environ.get("gunicorn.socket")
             if sock is None or not str(environ.get("SERVER_PROTOCOL", "")).startswith("HTTP/1"):
                 return app(environ, start_response)
             if environ.get("wsgi.url_scheme") == "http":
@@ -199,17 +222,20 @@ class TimedThreadWorker(ThreadWorker):
         return serve
 
     def enqueue_req(self, conn: Any) -> None:
-        if not getattr(conn, "reads_bound", False):
-            context = self.tls.get(listener_address(conn.server)) if self.tls else None
+        """Hand ``conn`` to a thread; a connection of a TLS listener first gets its
+        :class:`TlsConfig` (once: gunicorn wraps the socket when the thread starts on it)."""
+        if self.tls and not isinstance(conn.cfg, TlsConfig):
+            context = self.tls.get(listener_address(conn.server))
             if context is not None:
                 conn.cfg = TlsConfig(conn.cfg, context)
-            else:
-                bound_reads(conn.sock, self.read_timeout)
-            conn.reads_bound = True
+        with self.waiting_lock:
+            self.waiting += 1
         super().enqueue_req(conn)
 
     def handle(self, conn: Any) -> Any:
         """Serve ``conn``'s requests while the next one arrives within :attr:`linger`."""
+        with self.waiting_lock:
+            self.waiting -= 1
         keepalive = self._handle_one(conn)
         while keepalive is True and self._may_linger() and (
                 conn.parser.unreader.buf.getvalue() or readable(conn.sock, self.linger)):
@@ -229,8 +255,7 @@ class TimedThreadWorker(ThreadWorker):
 
     def _may_linger(self) -> bool:
         """Only while running and no connection waits for a thread."""
-        queued = getattr(self.tpool, "_work_queue", None)  # NOTE: CPython's since 3.7
-        return self.alive and self.linger > 0 and queued is not None and queued.empty()
+        return self.alive and self.linger > 0 and self.waiting == 0
 
 
 def listener_address(name: Any) -> tuple[str, int]:

@@ -104,7 +104,7 @@ def executor(cluster, tmp_path):
     pm = make_plugin_manager(settings, builtin=BUILTIN,
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     kernel = Kernel.create(settings, pm=pm)
-    spec = parse_spec(SPEC)
+    spec = parse_spec(SPEC, sections=kernel.hooks.spec_sections())
     archive = Archive(kind="war", source=tmp_path / "wf.war", root=war, manifest={}, name="wf",
                       handler="wf_handler.py")
     models = {n.name: Archive(kind="mar", source=tmp_path / "m.mar", root=mar, manifest={},

@@ -286,7 +286,7 @@ def test_made_request_ids_are_uuid4_distinct_and_differ_in_a_forked_child():
 
 
 class FakeSocket:
-    """The local address an accepted socket reports (``gunicorn.socket`` in the environ)."""
+    """The local address an accepted socket reports (``wfserve.socket`` in the environ)."""
 
     def __init__(self, *name):
         self.name = name
@@ -316,19 +316,19 @@ def test_dispatch_keys_apps_by_local_host_and_port_not_port_alone():
                                 ("::", 82): app_named("any6"),
                                 ("::1", 83): app_named("v6")}, app_named("fallback"))
     sock = FakeSocket
-    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.2", 80)}) == b"inference"
-    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.1", 80)}) == b"management"
-    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.3", 80)}) == b"fallback"
-    assert serve(dispatch, **{"gunicorn.socket": sock("10.1.2.3", 81)}) == b"any4"
-    assert serve(dispatch, **{"gunicorn.socket": sock("::ffff:127.0.0.2", 80, 0, 0)}) \
+    assert serve(dispatch, **{"wfserve.socket": sock("127.0.0.2", 80)}) == b"inference"
+    assert serve(dispatch, **{"wfserve.socket": sock("127.0.0.1", 80)}) == b"management"
+    assert serve(dispatch, **{"wfserve.socket": sock("127.0.0.3", 80)}) == b"fallback"
+    assert serve(dispatch, **{"wfserve.socket": sock("10.1.2.3", 81)}) == b"any4"
+    assert serve(dispatch, **{"wfserve.socket": sock("::ffff:127.0.0.2", 80, 0, 0)}) \
         == b"inference"
-    assert serve(dispatch, **{"gunicorn.socket": sock("::ffff:10.0.0.1", 82, 0, 0)}) == b"any6"
-    assert serve(dispatch, **{"gunicorn.socket": sock("fe80::1%lo", 82, 0, 0)}) == b"any6"
-    assert serve(dispatch, **{"gunicorn.socket": sock("::1", 83, 0, 0)}) == b"v6"
-    assert serve(dispatch, **{"gunicorn.socket": sock("127.0.0.1", 83)}) == b"fallback"
+    assert serve(dispatch, **{"wfserve.socket": sock("::ffff:10.0.0.1", 82, 0, 0)}) == b"any6"
+    assert serve(dispatch, **{"wfserve.socket": sock("fe80::1%lo", 82, 0, 0)}) == b"any6"
+    assert serve(dispatch, **{"wfserve.socket": sock("::1", 83, 0, 0)}) == b"v6"
+    assert serve(dispatch, **{"wfserve.socket": sock("127.0.0.1", 83)}) == b"fallback"
     # the socket wins over SERVER_*, which only stand in without one (another WSGI server)
     assert serve(dispatch, SERVER_NAME="127.0.0.1", SERVER_PORT="80",
-                 **{"gunicorn.socket": sock("127.0.0.2", 80)}) == b"inference"
+                 **{"wfserve.socket": sock("127.0.0.2", 80)}) == b"inference"
     assert serve(dispatch, SERVER_NAME="127.0.0.1", SERVER_PORT="80") == b"management"
     assert serve(dispatch) == b"fallback"
 

@@ -25,6 +25,7 @@ FACADE = {
     "wfserve_middleware": "middleware",
     "wfserve_serve": "serve",
     "wfserve_settings": "settings_sections",
+    "wfserve_spec_sections": "spec_sections",
     "wfserve_add_commands": "add_commands",
     "wfserve_startup": "startup",
     "wfserve_shutdown": "shutdown",

@@ -7,14 +7,17 @@ import zipfile
 import pytest
 
 from kernel.contracts import Archive
+from kernel.errors import SpecError
 from kernel.errors import UsageError
 from kernel.settings import Settings
 from kernel.settings import load_settings
 from kernel.spec import parse_spec
 from plugins.executors.ray import cluster
+from plugins.executors.ray import wfserve_spec_sections
 from plugins.executors.ray.actor import actor_options
 from plugins.executors.ray.actor import pack_archive
 from plugins.executors.ray.actor import unpack_archive
+from plugins.executors.ray.settings import RaySettings
 from tests import executor_fakes
 from tests.executor_fakes import make_executor
 
@@ -51,34 +54,36 @@ def test_threaded_stays_the_default_executor(tmp_path):
 
 
 def test_ray_settings_from_cli_env_and_yaml(tmp_path):
-    assert Settings().ray_address == "local"
-    cli = load_settings(cli={"executor": "ray", "ray_address": "ray://head:10001"}, env={})
-    assert (cli.executor, cli.ray_address) == ("ray", "ray://head:10001")
-    env = load_settings(env={"WFSERVE_RAY_NUM_CPUS": "2"})
-    assert env.ray_num_cpus == 2
+    assert Settings().of(RaySettings).ray_address == "local"
+    cli = load_settings(cli={"executor": "ray", "ray_address": "ray://head:10001"}, env={},
+                        sections=[RaySettings])
+    assert (cli.executor, cli.of(RaySettings).ray_address) == ("ray", "ray://head:10001")
+    env = load_settings(env={"WFSERVE_RAY_NUM_CPUS": "2"}, sections=[RaySettings])
+    assert env.of(RaySettings).ray_num_cpus == 2
     conf = tmp_path / "wfserve.yaml"
     conf.write_text("executor: ray\nray.address: auto\nplugins:\n  ray:\n"
                     "    init: {namespace: wf}\n")
-    yaml = load_settings(config=conf, env={})
-    assert yaml.ray_address == "auto"
+    yaml = load_settings(config=conf, env={}, sections=[RaySettings])
+    assert yaml.of(RaySettings).ray_address == "auto"
     assert cluster.init_kwargs(yaml) == {"address": "auto", "log_to_driver": False,
                                          "configure_logging": False, "namespace": "wf"}
 
 
 def test_ray_init_keywords_per_address():
-    local = cluster.init_kwargs(Settings(ray_num_cpus=2))
+    local = cluster.init_kwargs(Settings().with_section(RaySettings(ray_num_cpus=2)))
     assert local["num_cpus"] == 2 and "address" not in local
     assert "num_cpus" not in cluster.init_kwargs(Settings())
-    assert cluster.init_kwargs(Settings(ray_address="ray://h:1"))["address"] == "ray://h:1"
+    remote = Settings().with_section(RaySettings(ray_address="ray://h:1"))
+    assert cluster.init_kwargs(remote)["address"] == "ray://h:1"
     with pytest.raises(UsageError, match="not local, auto or ray://"):
-        cluster.init_kwargs(Settings(ray_address="http://h:1"))
+        cluster.init_kwargs(Settings().with_section(RaySettings(ray_address="http://h:1")))
 
 
 def test_placement_comes_from_the_models_ray_section():
-    node = parse_spec(SPEC).nodes["m"]
+    node = parse_spec(SPEC, sections=wfserve_spec_sections()).nodes["m"]
     assert actor_options(node) == {"max_restarts": 0, "max_task_retries": 0, "num_cpus": 1,
                                    "num_gpus": 0.5, "resources": {"gpu_node": 1.0}}
-    pre = parse_spec(SPEC).nodes["pre"]
+    pre = parse_spec(SPEC, sections=wfserve_spec_sections()).nodes["pre"]
     assert actor_options(pre) == {"max_restarts": 0, "max_task_retries": 0}
 
 
@@ -89,10 +94,9 @@ def test_placement_comes_from_the_models_ray_section():
     ("{resources: [a]}", "ray.resources must map names to numbers"),
 ])
 def test_bad_placement_is_refused_naming_the_key(section, message):
-    node = parse_spec(SPEC.replace("{num_cpus: 1, num_gpus: 0.5, resources: {gpu_node: 1}}",
-                                   section)).nodes["m"]
-    with pytest.raises(ValueError, match=message):
-        actor_options(node)
+    text = SPEC.replace("{num_cpus: 1, num_gpus: 0.5, resources: {gpu_node: 1}}", section)
+    with pytest.raises(SpecError, match=f"model 'm': ray: {message}"):
+        parse_spec(text, sections=wfserve_spec_sections())
 
 
 def test_archive_folder_travels_as_bytes(tmp_path):

@@ -178,16 +178,26 @@ def test_typed_extension_flag():
     assert s.typed is True
 
 
-def test_ray_extension_section_is_kept():
-    s = spec("""
-        models:
-          m1:
-            url: m1.mar
-            ray: {num_cpus: 2}
-        dag:
-          pre: [m1]
-    """)
+RAY_SPEC = "models:\n  m1:\n    url: m1.mar\n    ray: {num_cpus: 2}\ndag:\n  pre: [m1]\n"
+
+
+def test_a_plugin_section_is_checked_and_kept():
+    sections = {"ray": lambda value: dict(value)}
+    s = parse_spec(RAY_SPEC, sections=sections)
     assert s.nodes["m1"].extensions == {"ray": {"num_cpus": 2}}
+
+
+def test_a_section_no_plugin_owns_is_an_unknown_key():
+    with pytest.raises(SpecError, match="model 'm1': unknown key 'ray'"):
+        parse_spec(RAY_SPEC)
+
+
+def test_a_section_check_failing_is_a_spec_error_naming_model_and_key():
+    def refuse(value):
+        raise ValueError("num_cpus must be a number")
+
+    with pytest.raises(SpecError, match="model 'm1': ray: num_cpus must be a number"):
+        parse_spec(RAY_SPEC, sections={"ray": refuse})
 
 
 @pytest.mark.parametrize(

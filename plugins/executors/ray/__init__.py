@@ -17,18 +17,40 @@ a ``UsageError`` naming the extra. Importing this module does not import Ray.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+from typing import Any
 
 from kernel import hookimpl
 from kernel.contracts import Executor
 from kernel.contracts import Workflow
 from kernel.settings import Settings
 from plugins.executors.ray import cluster
+from plugins.executors.ray.settings import RaySettings
 
 if TYPE_CHECKING:
     from kernel.core import Kernel
 
-__all__ = ["wfserve_make_executor", "wfserve_shutdown"]
+__all__ = ["wfserve_make_executor", "wfserve_settings", "wfserve_shutdown",
+           "wfserve_spec_sections"]
+
+
+@hookimpl
+def wfserve_spec_sections() -> dict[str, Callable[[Any], Any]]:
+    """A model's ``ray:`` placement, checked when the spec is parsed."""
+    from plugins.executors.ray.actor import placement_options
+
+    def check(value: Any) -> dict[str, Any]:
+        placement_options(value)
+        return dict(value)
+
+    return {"ray": check}
+
+
+@hookimpl
+def wfserve_settings() -> type:
+    """:class:`~plugins.executors.ray.settings.RaySettings`."""
+    return RaySettings
 
 
 @hookimpl(trylast=True)

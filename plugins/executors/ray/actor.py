@@ -180,8 +180,18 @@ def actor_options(node: NodeSpec) -> dict[str, Any]:
 
     :raises ValueError: an unknown key or a value of the wrong type under ``ray:``.
     """
-    placement = dict(node.extensions.get("ray", {}))
-    options: dict[str, Any] = {"max_restarts": 0, "max_task_retries": 0}
+    return {"max_restarts": 0, "max_task_retries": 0,
+            **placement_options(node.extensions.get("ray", {}))}
+
+
+def placement_options(placement: Any) -> dict[str, Any]:
+    """The Ray actor options a model's ``ray:`` section gives (its spec-section check).
+
+    :raises ValueError: not a mapping, an unknown key, or a value of the wrong type.
+    """
+    if not isinstance(placement, dict):
+        raise ValueError(f"must be a mapping, got {placement!r}")
+    options: dict[str, Any] = {}
     for key, value in placement.items():
         if key in ("num_cpus", "num_gpus", "memory"):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

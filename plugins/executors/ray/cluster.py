@@ -21,6 +21,7 @@ import structlog
 
 from kernel.errors import UsageError
 from kernel.settings import Settings
+from plugins.executors.ray.settings import RaySettings
 
 log = structlog.get_logger(__name__)
 EXTRA_MESSAGE = "The ray executor needs the 'ray' extra: pip install 'wfserve[ray]'"
@@ -42,13 +43,14 @@ def init_kwargs(settings: Settings) -> dict[str, Any]:
 
     :raises UsageError: ``ray_address`` is not local, auto or ray://...
     """
-    address = settings.ray_address.strip()
+    ray = settings.of(RaySettings)
+    address = ray.ray_address.strip()
     extra = settings.plugin("ray").get("init", {})
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                               "configure_logging": False}
     if address == "local":
-        if settings.ray_num_cpus > 0:
-            kwargs["num_cpus"] = settings.ray_num_cpus
+        if ray.ray_num_cpus > 0:
+            kwargs["num_cpus"] = ray.ray_num_cpus
     elif address == "auto" or address.startswith("ray://"):
         kwargs["address"] = address
         kwargs.pop("include_dashboard")

@@ -28,6 +28,7 @@ from plugins.executors.ray.nodes import DEAD
 from plugins.executors.ray.nodes import READY
 from plugins.executors.ray.nodes import ActorWorker
 from plugins.executors.ray.nodes import RayNode
+from plugins.executors.ray.settings import RaySettings
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ class RayExecutor(ExecutorCore):
 
     def state_extra(self) -> dict[str, Any]:
         """The cluster address this process is connected with."""
-        return {"address": self.settings.ray_address}
+        return {"address": self.settings.of(RaySettings).ray_address}
 
     # --- actors ------------------------------------------------------------------------------
 
