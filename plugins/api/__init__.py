@@ -13,6 +13,7 @@ from kernel.errors import Conflict
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
+from plugins.api.logbatch import LOG_SINK
 from plugins.api.settings import ApiSettings
 from plugins.snapshot.settings import SnapshotSettings
 
@@ -84,10 +85,13 @@ def wfserve_startup(kernel: Kernel) -> None:
 @hookimpl
 def wfserve_shutdown(kernel: Kernel) -> None:
     """Drain and free every workflow; with snapshots on, downloaded archives stay for the
-    next start (the snapshot names them)."""
+    next start (the snapshot names them). Then write the held log lines and stop batching."""
     keep = kernel.settings.of(SnapshotSettings).snapshot
     for name in kernel.registry.names():
         try:
             unregister_workflow(kernel, name, drain=10.0, keep_downloads=keep)
         except WfserveError as exc:
             log.warning("shutdown: could not unregister", workflow=name, error=exc.message)
+    sink = kernel.stash.get(LOG_SINK)
+    if sink is not None:
+        sink.close()
