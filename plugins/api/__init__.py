@@ -67,15 +67,20 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 @hookimpl
-def wfserve_startup(kernel: Kernel) -> None:
-    """Register the ``workflows`` setting's ``NAME=URL`` entries; a failure is logged."""
+def wfserve_register_configured(kernel: Kernel) -> None:
+    """Register the ``workflows`` setting's ``NAME=URL`` entries (start-up phase 3, after the
+    restore); a name already registered is left as restored, unfetched; a failure is logged."""
     for item in kernel.settings.workflows:
         name, sep, url = item.partition("=")
         if not sep:
-            name, url = None, item
+            name, url = "", item
+        if name and name in kernel.registry:
+            log.info("start-up workflow already registered (restored from a snapshot)",
+                     entry=item)
+            continue
         try:
             register_workflow(kernel, url, name or None)
-        except Conflict:
+        except Conflict:  # a bare URL whose archive names a restored workflow
             log.info("start-up workflow already registered (restored from a snapshot)",
                      entry=item)
         except WfserveError as exc:

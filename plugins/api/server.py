@@ -1,9 +1,10 @@
 """``wfserve serve``: gunicorn (gthread) serving the three surfaces from one worker process.
 
 The registry and the models live in the worker, so the app is built after the fork
-(``load``), where ``wfserve_startup`` runs (restoring snapshots, registering ``workflows``);
-``wfserve_shutdown`` runs when the worker exits. Settings for gunicorn itself come from
-``conf/gunicorn.conf.py``; binds, threads and worker count from wfserve's settings.
+(``load``), where the start-up phases run (:func:`kernel.startup.start`: restoring snapshots,
+registering ``workflows``...); ``wfserve_shutdown`` runs when the worker exits. Settings
+for gunicorn itself come from ``conf/gunicorn.conf.py``; binds, threads and worker count
+from wfserve's settings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from kernel.errors import UsageError
+from kernel.startup import start
 from plugins.api.app import bound_address
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
@@ -128,7 +130,7 @@ class WfserveApplication(BaseApplication):
 
     def load(self) -> Any:
         batch_logs(self.kernel, sys.stderr)  # in the worker: its flusher thread lives here
-        self.kernel.hooks.startup(self.kernel)
+        start(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
         app = create_wsgi(self.kernel)
         self.booted = True
