@@ -12,6 +12,7 @@ import pytest
 from kernel import hookimpl
 from kernel.contracts import Archive
 from kernel.core import Kernel
+from kernel.lifecycle import register_workflow
 from kernel.plugins import make_plugin_manager
 from kernel.settings import Settings
 from kernel.startup import PHASES
@@ -20,6 +21,7 @@ from plugins import example
 from plugins.example import ExampleSettings
 from plugins.gc_freeze import FREEZER
 from plugins.metrics import METRICS
+from plugins.metrics.executor import InstrumentedExecutor
 from plugins.snapshot import SNAPSHOTTER
 from plugins.snapshot.settings import SnapshotSettings
 from plugins.snapshot.store import Entry
@@ -213,3 +215,14 @@ def test_without_snapshots_nothing_is_restored_or_written(root, server):
     assert SNAPSHOTTER not in kernel.stash
     assert kernel.registry.names() == ["example", "other"]
     assert len(files(root / "snapshots")) == 1
+
+
+def test_metrics_are_made_in_the_prepare_phase_not_by_the_first_registration(server):
+    kernel, _, _ = server(snapshot=False, example_on=False)
+    register_workflow(kernel, "other.war")  # a kernel never started: nothing made on the way
+    assert METRICS not in kernel.stash
+    assert not isinstance(kernel.registry.get("other").executor, InstrumentedExecutor)
+    kernel.hooks.startup(kernel)
+    assert kernel.pm.get_plugin("metrics.server") is kernel.stash[METRICS]
+    register_workflow(kernel, "wf.war")
+    assert isinstance(kernel.registry.get("wf").executor, InstrumentedExecutor)
