@@ -124,6 +124,7 @@ def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[s
         with open(Path(tmp) / "floor.log", "w") as log_file:
             configure_logging(settings, log_file)
             kernel = Kernel.create(settings, env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+            kernel.hooks.startup(kernel)  # the prepare phase only: metrics, as served
             register_workflow(kernel, "seq_wf.war", None)
             try:
                 executor = kernel.registry.get("seq_wf", None).executor

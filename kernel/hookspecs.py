@@ -230,13 +230,68 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 # --- lifecycle ------------------------------------------------------------------------------
 
 
+# Start-up runs in phases, in the order of :data:`kernel.startup.PHASES`: startup (prepare),
+# restore, register_configured, register_defaults, ready. Within one phase plugins are called
+# in pluggy's order, which must not matter; what must come first belongs to an earlier phase.
+
+
 @hookspec
 def wfserve_startup(kernel: Kernel) -> None:
-    """The server process is starting: restore state, start background work.
+    """Start-up phase 1, prepare: make this server's plugin state, before any registration.
+
+    Keep the state in ``kernel.stash`` and register stateful plugin objects (their hooks then
+    see every later phase and every registration event); write key files, start background
+    work. Register no workflow here: every registration event must find the state in place.
 
     :param kernel: the kernel facade.
-    :returns: nothing; every plugin is called, in registration order reversed (LIFO).
-        Called once per server process, before any request is served.
+    :returns: nothing; every plugin is called. Called once per server process, from the thread
+        that starts it (the server worker's main thread), before any request is served.
+    """
+
+
+@hookspec
+def wfserve_restore(kernel: Kernel) -> None:
+    """Start-up phase 2, restore: register again what an earlier run of this server saved
+    (versions, defaults, scale), before any configured workflow.
+
+    :param kernel: the kernel facade, prepared (``wfserve_startup`` has run).
+    :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
+        Called once per server process, from the thread that starts it.
+    """
+
+
+@hookspec
+def wfserve_register_configured(kernel: Kernel) -> None:
+    """Start-up phase 3: register the workflows the settings name (``workflows``).
+
+    A name that the restore phase registered is left as it was restored (not fetched, no
+    version added): the snapshot holds the newer state.
+
+    :param kernel: the kernel facade, restored.
+    :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
+        Called once per server process, from the thread that starts it.
+    """
+
+
+@hookspec
+def wfserve_register_defaults(kernel: Kernel) -> None:
+    """Start-up phase 4: register the workflows served only when their name is still free
+    (the bundled example), after everything restored or configured.
+
+    :param kernel: the kernel facade, with the restored and configured workflows registered.
+    :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
+        Called once per server process, from the thread that starts it.
+    """
+
+
+@hookspec
+def wfserve_ready(kernel: Kernel) -> None:
+    """Start-up phase 5, ready: every start-up registration is done, no request served yet
+    (freeze what was loaded).
+
+    :param kernel: the kernel facade, with every start-up workflow registered.
+    :returns: nothing; every plugin is called. Called once per server process, from the
+        thread that starts it, last.
     """
 
 

@@ -273,8 +273,25 @@ class Hooks:
 
     # lifecycle
     def startup(self, kernel: Kernel) -> None:
-        """Tell every plugin the server is starting."""
+        """Start-up phase 1 only: every plugin prepares its state. A server starts with
+        :func:`kernel.startup.start`, which runs every phase in order."""
         self.pm.hook.wfserve_startup(kernel=kernel)
+
+    def restore(self, kernel: Kernel) -> None:
+        """Start-up phase 2: plugins register again what an earlier run saved."""
+        self.pm.hook.wfserve_restore(kernel=kernel)
+
+    def register_configured(self, kernel: Kernel) -> None:
+        """Start-up phase 3: plugins register the workflows the settings name."""
+        self.pm.hook.wfserve_register_configured(kernel=kernel)
+
+    def register_defaults(self, kernel: Kernel) -> None:
+        """Start-up phase 4: plugins register default workflows whose name is still free."""
+        self.pm.hook.wfserve_register_defaults(kernel=kernel)
+
+    def ready(self, kernel: Kernel) -> None:
+        """Start-up phase 5: every start-up registration is done."""
+        self.pm.hook.wfserve_ready(kernel=kernel)
 
     def shutdown(self, kernel: Kernel) -> None:
         """Tell every plugin the server is stopping."""

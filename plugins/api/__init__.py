@@ -13,6 +13,7 @@ from kernel.errors import Conflict
 from kernel.errors import WfserveError
 from kernel.lifecycle import register_workflow
 from kernel.lifecycle import unregister_workflow
+from plugins.api.logbatch import LOG_SINK
 from plugins.api.settings import ApiSettings
 from plugins.snapshot.settings import SnapshotSettings
 
@@ -66,15 +67,20 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 @hookimpl
-def wfserve_startup(kernel: Kernel) -> None:
-    """Register the ``workflows`` setting's ``NAME=URL`` entries; a failure is logged."""
+def wfserve_register_configured(kernel: Kernel) -> None:
+    """Register the ``workflows`` setting's ``NAME=URL`` entries (start-up phase 3, after the
+    restore); a name already registered is left as restored, unfetched; a failure is logged."""
     for item in kernel.settings.workflows:
         name, sep, url = item.partition("=")
         if not sep:
-            name, url = None, item
+            name, url = "", item
+        if name and name in kernel.registry:
+            log.info("start-up workflow already registered (restored from a snapshot)",
+                     entry=item)
+            continue
         try:
             register_workflow(kernel, url, name or None)
-        except Conflict:
+        except Conflict:  # a bare URL whose archive names a restored workflow
             log.info("start-up workflow already registered (restored from a snapshot)",
                      entry=item)
         except WfserveError as exc:
@@ -84,10 +90,13 @@ def wfserve_startup(kernel: Kernel) -> None:
 @hookimpl
 def wfserve_shutdown(kernel: Kernel) -> None:
     """Drain and free every workflow; with snapshots on, downloaded archives stay for the
-    next start (the snapshot names them)."""
+    next start (the snapshot names them). Then write the held log lines and stop batching."""
     keep = kernel.settings.of(SnapshotSettings).snapshot
     for name in kernel.registry.names():
         try:
             unregister_workflow(kernel, name, drain=10.0, keep_downloads=keep)
         except WfserveError as exc:
             log.warning("shutdown: could not unregister", workflow=name, error=exc.message)
+    sink = kernel.stash.get(LOG_SINK)
+    if sink is not None:
+        sink.close()

@@ -1,9 +1,10 @@
 """``wfserve serve``: gunicorn (gthread) serving the three surfaces from one worker process.
 
 The registry and the models live in the worker, so the app is built after the fork
-(``load``), where ``wfserve_startup`` runs (restoring snapshots, registering ``workflows``);
-``wfserve_shutdown`` runs when the worker exits. Settings for gunicorn itself come from
-``conf/gunicorn.conf.py``; binds, threads and worker count from wfserve's settings.
+(``load``), where the start-up phases run (:func:`kernel.startup.start`: restoring snapshots,
+registering ``workflows``...); ``wfserve_shutdown`` runs when the worker exits. Settings
+for gunicorn itself come from ``conf/gunicorn.conf.py``; binds, threads and worker count
+from wfserve's settings.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from kernel.errors import UsageError
-from kernel.logs import configure_logging
+from kernel.startup import start
 from plugins.api.app import bound_address
 from plugins.api.app import create_wsgi
 from plugins.api.app import surface_addresses
 from plugins.api.app import tls_binds
 from plugins.api.bounded import Bounds
-from plugins.api.logbatch import BatchedSink
+from plugins.api.logbatch import batch_logs
 from plugins.api.settings import ApiSettings
 from plugins.api.tls import server_context
 from plugins.api.worker import worker_class
@@ -128,12 +129,8 @@ class WfserveApplication(BaseApplication):
         self.cfg.set("worker_exit", self._worker_exit)
 
     def load(self) -> Any:
-        settings = self.kernel.settings
-        batch_ms = settings.of(ApiSettings).log_batch_ms
-        if batch_ms > 0:  # in the worker: its flusher thread lives here
-            configure_logging(settings, sys.stderr,
-                              BatchedSink(sys.stderr, batch_ms / 1000))
-        self.kernel.hooks.startup(self.kernel)
+        batch_logs(self.kernel, sys.stderr)  # in the worker: its flusher thread lives here
+        start(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
         app = create_wsgi(self.kernel)
         self.booted = True

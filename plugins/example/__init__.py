@@ -1,9 +1,11 @@
 """The bundled example workflow, so a fresh ``wfserve serve`` answers at once.
 
-At start-up (setting ``example``, on by default) the archives ``example.war`` and
-``example_classifier.mar`` are built into the stores the first time, from the handler and spec
-in ``assets/`` and a tiny seeded TorchScript classifier (4 features -> 3 scores), then the
-workflow is registered as ``example``::
+At start-up (setting ``example``, on by default), in the phase that registers defaults
+(:mod:`kernel.startup`: after the snapshot's restore and the ``workflows`` setting), the
+archives ``example.war`` and ``example_classifier.mar`` are built into the stores the first
+time, from the handler and spec in ``assets/`` and a tiny seeded TorchScript classifier (4
+features -> 3 scores), then the workflow is registered as ``example``, unless that name is
+taken::
 
     curl -X POST http://127.0.0.1:8080/wfpredict/example \\
          -H 'Content-Type: application/json' -d '{"input": [5.1, 3.5, 1.4, 0.2]}'
@@ -80,8 +82,9 @@ def wfserve_settings() -> type:
 
 
 @hookimpl
-def wfserve_startup(kernel: Kernel) -> None:
-    """Build (first start only) and register the example, unless ``example`` is off."""
+def wfserve_register_defaults(kernel: Kernel) -> None:
+    """Build (first start only) and register the example, unless ``example`` is off or the
+    name is taken (restored or configured: start-up phase 4 comes after both)."""
     settings = kernel.settings
     if not settings.of(ExampleSettings).example or NAME in kernel.registry:
         return

@@ -1,13 +1,16 @@
 """Metrics: per-workflow and per-node Prometheus metrics, and the ``Server-Timing`` header.
 
-Cross-cutting, mostly as wrapper hookimpls: ``wfserve_make_executor`` wraps the chosen
-executor (each request's outcome, latency, node timings, retries, timeouts), and a per-server
-plugin object, registered the first time the metrics of a server are needed, wraps
-``wfserve_load_handler`` (each handler call: duration, batch size, rows, errors by class) and
-records the same for the calls an engine reports through ``wfserve_handler_ran`` (handlers
-that run in Ray actors, where this server's wrappers do not apply). Workers and queue lengths
-are read from the executors when ``/metrics`` is scraped. The registry is the server's own (in
-``kernel.stash``), served on the metrics API as ``/metrics``.
+The metrics of one server are a :class:`ServerMetrics` plugin object, made in the start-up's
+prepare phase (``wfserve_startup``, :mod:`kernel.startup`), before any workflow is registered,
+and kept in ``kernel.stash[METRICS]``. Its wrapper hookimpls are cross-cutting:
+``wfserve_make_executor`` wraps the chosen executor (each request's outcome, latency, node
+timings, retries, timeouts) and ``wfserve_load_handler`` wraps each handler (each call:
+duration, batch size, rows, errors by class); the calls an engine reports through
+``wfserve_handler_ran`` (handlers in Ray actors, where the wrappers do not apply) are recorded
+the same way. Workers and queue lengths are read from the executors when ``/metrics`` is
+scraped. The Prometheus registry is the server's own, served
+on the metrics API as ``/metrics``. A kernel that was never started has no metrics: its
+executors and apps are not instrumented.
 """
 
 from __future__ import annotations
@@ -24,50 +27,48 @@ from kernel.stash import StashKey
 from plugins.metrics.instruments import Metrics
 
 if TYPE_CHECKING:
-    from kernel.contracts import Archive
     from kernel.contracts import Executor
     from kernel.contracts import ExecutorState
     from kernel.contracts import LoadContext
     from kernel.contracts import NodeHandler
     from kernel.contracts import Workflow
     from kernel.core import Kernel
-    from kernel.settings import Settings
     from kernel.spec import NodeSpec
 
-METRICS = StashKey[Metrics]()
 
+class ServerMetrics:
+    """Per-server plugin object: the server's :class:`Metrics` and the hooks that feed and
+    serve them."""
 
-def metrics_for(kernel: Kernel) -> Metrics:
-    """This server's metrics; the first call also registers the handler-instrumenting plugin."""
+    def __init__(self, kernel: Kernel) -> None:
+        registry = kernel.registry
 
-    def make() -> Metrics:
         def describe_all() -> list[tuple[str, ExecutorState]]:
             found = []
-            for entry in kernel.registry.entries():
+            for entry in registry.entries():
                 try:
                     found.append((entry.name, entry.executor.describe()))
                 except Exception:  # NOTE: a closing executor must not break a scrape
                     continue
             return found
 
-        metrics = Metrics(describe_all)
-        kernel.pm.register(HandlerMetrics(metrics), name="metrics.handlers")
-        return metrics
-
-    return kernel.stash.setdefault(METRICS, make)
-
-
-class HandlerMetrics:
-    """Per-server plugin: records every handler call of this server's workflows, by wrapping
-    each handler ``wfserve_load_handler`` returns in this process, and from the calls engines
-    report through ``wfserve_handler_ran`` (handlers that run in other processes)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+        self.metrics = Metrics(describe_all)
 
     @hookimpl(wrapper=True)
-    def wfserve_load_handler(self, node: NodeSpec, archive: Archive, context: LoadContext
+    def wfserve_make_executor(self, workflow: Workflow
+                              ) -> Generator[None, Executor | None, Executor | None]:
+        """Wrap whichever executor answered in an instrumented proxy."""
+        from plugins.metrics.executor import InstrumentedExecutor
+
+        executor = yield
+        if executor is None:
+            return None
+        return InstrumentedExecutor(executor, workflow.name, str(workflow.version), self.metrics)
+
+    @hookimpl(wrapper=True)
+    def wfserve_load_handler(self, node: NodeSpec, context: LoadContext
                              ) -> Generator[None, NodeHandler | None, NodeHandler | None]:
+        """Wrap whichever handler answered: each call is timed and counted."""
         from plugins.metrics.handler import InstrumentedHandler
 
         handler = yield
@@ -77,6 +78,12 @@ class HandlerMetrics:
                                    self.metrics)
 
     @hookimpl
+    def wfserve_add_routes(self, app: Any, surface: str) -> None:
+        """``/metrics`` on the metrics API (replaces the API plugin's default registry route)."""
+        if surface == "metrics":
+            app.add_route("/metrics", MetricsResource(self.metrics))
+
+    @hookimpl
     def wfserve_handler_ran(self, workflow: str, node: str, rows: int, seconds: float,
                             error: str | None) -> None:
         """Record a call reported by an engine, as a wrapped handler records its own."""
@@ -84,24 +91,25 @@ class HandlerMetrics:
 
         HandlerCalls(self.metrics, workflow, node).record(rows, seconds, error)
 
+    @hookimpl
+    def wfserve_middleware(self, surfaces: list[str]) -> list[Any] | None:
+        """HTTP status counts on every app; ``Server-Timing`` on the inference API."""
+        from plugins.metrics.timing import ServerTiming
 
-@hookimpl(wrapper=True)
-def wfserve_make_executor(workflow: Workflow, settings: Settings, kernel: Kernel
-                          ) -> Generator[None, Executor | None, Executor | None]:
-    """Wrap whichever executor answered in an instrumented proxy."""
-    from plugins.metrics.executor import InstrumentedExecutor
+        found: list[Any] = [HttpCounter(self.metrics)]
+        if "inference" in surfaces:
+            found.append(ServerTiming())
+        return found
 
-    metrics = metrics_for(kernel)  # NOTE: before the executor starts, so handlers get wrapped
-    executor = yield
-    if executor is None:
-        return None
-    return InstrumentedExecutor(executor, workflow.name, str(workflow.version), metrics)
+
+METRICS = StashKey[ServerMetrics]()
 
 
 @hookimpl
 def wfserve_startup(kernel: Kernel) -> None:
-    """Make the metrics before any workflow is registered."""
-    metrics_for(kernel)
+    """Prepare: make this server's metrics (stash and plugin), before any registration."""
+    plugin = kernel.stash[METRICS] = ServerMetrics(kernel)
+    kernel.pm.register(plugin, name="metrics.server")
 
 
 class MetricsResource:
@@ -122,24 +130,6 @@ class MetricsResource:
             registry = registry.restricted_registry(names)
         resp.content_type = prometheus_client.CONTENT_TYPE_LATEST
         resp.data = prometheus_client.generate_latest(registry)
-
-
-@hookimpl
-def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
-    """``/metrics`` on the metrics API (replaces the API plugin's default registry route)."""
-    if surface == "metrics":
-        app.add_route("/metrics", MetricsResource(metrics_for(kernel)))
-
-
-@hookimpl
-def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
-    """HTTP status counts on every app; ``Server-Timing`` on the inference API."""
-    from plugins.metrics.timing import ServerTiming
-
-    found: list[Any] = [HttpCounter(metrics_for(kernel))]
-    if "inference" in surfaces:
-        found.append(ServerTiming())
-    return found
 
 
 class HttpCounter:

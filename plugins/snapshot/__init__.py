@@ -2,13 +2,16 @@
 snapshot is restored at start, so a restarted (or SIGKILLed and respawned) server process
 serves the same workflows, versions, defaults and node scale.
 
-- Written on every ``wfserve_workflow_event`` (registered, unregistered, updated, scaled) of a
-  server process whose start-up this plugin saw, and only while ``snapshot`` is on
-  (``--no-snapshot``, TorchServe's ``--ncs``, turns both writing and restoring off).
-- Restored first at start-up (``tryfirst``), before the ``workflows`` setting and the example
-  are registered. A corrupt snapshot is logged and skipped for the next older one; it is fully
-  validated before anything is applied. A workflow that fails to register is logged and the
-  rest are restored.
+- The state of one server is a :class:`Snapshotter`, made in the start-up's prepare phase
+  (``wfserve_startup``) when ``snapshot`` is on, kept in ``kernel.stash[SNAPSHOTTER]`` and
+  registered as a plugin object; ``--no-snapshot`` (TorchServe's ``--ncs``) makes none, which
+  turns both writing and restoring off.
+- Restored in the start-up's restore phase (``wfserve_restore``), before the ``workflows``
+  setting and the example are registered (:mod:`kernel.startup`). A corrupt snapshot is logged
+  and skipped for the next older one; it is fully validated before anything is applied. A
+  workflow that fails to register is logged and the rest are restored.
+- Written on every registration change (``wfserve_workflow_event``: registered, unregistered,
+  updated, scaled) after the restore.
 - URLs are kept with their credentials redacted (as everywhere wfserve shows a URL): a
   workflow registered from ``https://user:pass@host/x.war`` is restored from its kept
   download, or skipped with a warning when that is gone.
@@ -30,6 +33,7 @@ from kernel.lifecycle import register_workflow
 from kernel.lifecycle import scale_node
 from kernel.redact import REDACTED
 from kernel.redact import has_credentials
+from kernel.stash import StashKey
 from plugins.snapshot.settings import SnapshotSettings
 from plugins.snapshot.store import CorruptSnapshot
 from plugins.snapshot.store import Entry
@@ -38,14 +42,18 @@ from plugins.snapshot.store import load
 from plugins.snapshot.store import write
 
 if TYPE_CHECKING:
-    from kernel.contracts import Workflow
     from kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 
 
+#: registration changes that are written
+CHANGES = frozenset({"registered", "unregistered", "updated", "scaled"})
+
+
 class Snapshotter:
-    """The snapshot state of one server process (one kernel)."""
+    """The snapshots of one server (one kernel): a plugin object registered on its kernel's
+    plugin manager at start-up; it writes only between its restore and its shutdown."""
 
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
@@ -53,6 +61,25 @@ class Snapshotter:
         self.lock = threading.Lock()
         self.writing = False
         self.stamp = 0
+
+    @hookimpl
+    def wfserve_restore(self) -> None:
+        """Restore the newest valid snapshot, then write one on every later change."""
+        self.restore()
+        with self.lock:
+            self.writing = True
+
+    @hookimpl
+    def wfserve_workflow_event(self, event: str) -> None:
+        """Write the registry's state after a registration change."""
+        if event in CHANGES:
+            self.save()
+
+    @hookimpl(tryfirst=True)
+    def wfserve_shutdown(self) -> None:
+        """Stop writing before the server unregisters everything."""
+        with self.lock:
+            self.writing = False
 
     def save(self) -> Path | None:
         """Write the registry's current state (serialized with other writers)."""
@@ -119,8 +146,7 @@ def _restorable(entry: Entry) -> bool:
     return kept is not None and Path(kept[1]).is_file()
 
 
-#: one per kernel that started up in this process, keyed by ``id(kernel)``
-_ACTIVE: dict[int, Snapshotter] = {}
+SNAPSHOTTER = StashKey[Snapshotter]()
 
 
 @hookimpl
@@ -129,30 +155,10 @@ def wfserve_settings() -> type:
     return SnapshotSettings
 
 
-@hookimpl(tryfirst=True)
+@hookimpl
 def wfserve_startup(kernel: Kernel) -> None:
-    """Restore the newest valid snapshot, then write one on every later change."""
+    """Prepare: with ``snapshot`` on, this server's :class:`Snapshotter` (stash and plugin)."""
     if not kernel.settings.of(SnapshotSettings).snapshot:
         return
-    snap = _ACTIVE[id(kernel)] = Snapshotter(kernel)
-    snap.restore()
-    snap.writing = True
-
-
-@hookimpl(tryfirst=True)
-def wfserve_shutdown(kernel: Kernel) -> None:
-    """Stop writing before the server unregisters everything."""
-    snap = _ACTIVE.pop(id(kernel), None)
-    if snap is not None:
-        with snap.lock:
-            snap.writing = False
-
-
-@hookimpl
-def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> None:
-    """Write the registry's state after a registration change."""
-    snap = _ACTIVE.get(id(kernel))
-    if snap is not None and snap.kernel is kernel and event in {
-        "registered", "unregistered", "updated", "scaled"
-    }:
-        snap.save()
+    snap = kernel.stash[SNAPSHOTTER] = Snapshotter(kernel)
+    kernel.pm.register(snap, name="snapshot.writer")

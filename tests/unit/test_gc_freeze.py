@@ -1,19 +1,25 @@
 """gc.freeze after start-up and registrations; reference cycles of an unregistered workflow are
-still collected (unfreeze, collect, freeze), once per burst of unregistrations."""
+still collected (unfreeze, collect, freeze), once per burst of registration changes. The
+timing is one server's Freezer, kept in its kernel's stash."""
 
 import gc
 import weakref
 
 import pytest
 
+from kernel.core import Kernel
 from kernel.settings import Settings
 from plugins import gc_freeze
+from plugins.gc_freeze import FREEZER
+from plugins.gc_freeze import Freezer
 from plugins.gc_freeze import GcFreezeSettings
 
+NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
-class Kernelish:
-    def __init__(self, **settings):
-        self.settings = Settings().with_section(GcFreezeSettings(**settings))
+
+def kernel(**settings) -> Kernel:
+    return Kernel.create(Settings().with_section(GcFreezeSettings(**settings)),
+                         builtin=("plugins.gc_freeze",), env=NO_AUTOLOAD)
 
 
 class Node:
@@ -24,16 +30,27 @@ class Node:
 def unfrozen():
     gc.unfreeze()
     yield
-    for timer in list(gc_freeze._pending):
-        timer.cancel()
-    gc_freeze._pending.clear()
     gc.unfreeze()
 
 
-def test_startup_freezes_unless_turned_off():
-    gc_freeze.wfserve_startup(Kernelish(gc_freeze=False))
+def test_the_freezer_is_per_kernel_and_only_when_on():
+    off, on, other = kernel(gc_freeze=False), kernel(), kernel()
+    for k in (off, on, other):
+        k.hooks.startup(k)
+    assert FREEZER not in off.stash
+    assert isinstance(on.stash[FREEZER], Freezer) and on.stash[FREEZER] is not other.stash[FREEZER]
+    assert on.pm.get_plugin("gc_freeze.freezer") is on.stash[FREEZER]
+
+
+def test_ready_freezes_unless_turned_off():
+    off = kernel(gc_freeze=False)
+    off.hooks.startup(off)
+    off.hooks.ready(off)
     assert gc.get_freeze_count() == 0
-    gc_freeze.wfserve_startup(Kernelish())
+    on = kernel()
+    on.hooks.startup(on)
+    assert gc.get_freeze_count() == 0  # prepared, not ready: nothing frozen yet
+    on.hooks.ready(on)
     assert gc.get_freeze_count() > 0
 
 
@@ -49,19 +66,35 @@ def test_cycles_frozen_with_an_unregistered_workflow_are_freed_by_the_refreeze()
     assert alive() is None and gc.get_freeze_count() > 0
 
 
-def test_registration_changes_schedule_one_refreeze():
-    kernel = Kernelish()
-    gc_freeze.REFREEZE_DELAY_S, delay = 0.05, gc_freeze.REFREEZE_DELAY_S
-    try:
-        gc_freeze.wfserve_workflow_event(kernel, "registered", None)
-        gc_freeze.wfserve_workflow_event(kernel, "unregistered", None)
-        gc_freeze.wfserve_workflow_event(kernel, "scaled", None)
-    finally:
-        gc_freeze.REFREEZE_DELAY_S = delay
-    assert len(gc_freeze._pending) == 1  # a burst of changes costs one collection
-    (timer,) = gc_freeze._pending
+def test_registration_changes_after_ready_schedule_one_refreeze():
+    k = kernel()
+    k.hooks.startup(k)
+    freezer = k.stash[FREEZER]
+    freezer.delay = 0.05
+    k.hooks.workflow_event(k, "registered", None)
+    assert freezer.pending is None  # before ready: the ready phase collects and freezes
+    k.hooks.ready(k)
+    gc.unfreeze()
+    k.hooks.workflow_event(k, "registered", None)
+    timer = freezer.pending
+    k.hooks.workflow_event(k, "unregistered", None)
+    k.hooks.workflow_event(k, "scaled", None)
+    assert timer is not None and freezer.pending is timer  # a burst costs one collection
     timer.join(10)
-    assert not gc_freeze._pending and gc.get_freeze_count() > 0
-    gc_freeze.wfserve_workflow_event(kernel, "node_failed", None)
-    gc_freeze.wfserve_workflow_event(Kernelish(gc_freeze=False), "unregistered", None)
-    assert not gc_freeze._pending
+    assert freezer.pending is None and gc.get_freeze_count() > 0
+    k.hooks.workflow_event(k, "node_failed", None)
+    assert freezer.pending is None
+
+
+def test_shutdown_cancels_the_pending_refreeze_and_schedules_no_more():
+    k = kernel()
+    k.hooks.startup(k)
+    k.hooks.ready(k)
+    freezer = k.stash[FREEZER]
+    k.hooks.workflow_event(k, "registered", None)
+    timer = freezer.pending
+    k.hooks.shutdown(k)
+    k.hooks.workflow_event(k, "unregistered", None)  # shutdown unregisters everything
+    assert freezer.pending is None
+    timer.join(10)
+    assert timer.finished.is_set() and not timer.is_alive()

@@ -28,6 +28,10 @@ FACADE = {
     "wfserve_spec_sections": "spec_sections",
     "wfserve_add_commands": "add_commands",
     "wfserve_startup": "startup",
+    "wfserve_restore": "restore",
+    "wfserve_register_configured": "register_configured",
+    "wfserve_register_defaults": "register_defaults",
+    "wfserve_ready": "ready",
     "wfserve_shutdown": "shutdown",
     "wfserve_workflow_event": "workflow_event",
 }

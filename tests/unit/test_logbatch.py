@@ -39,7 +39,7 @@ def test_a_forked_child_flushes_its_own_lines():
     if pid == 0:
         out = os.fdopen(write, "w")
         sink.stream = out
-        assert sink._lines == []  # the parent writes the lines it held, not the child too
+        sink.flush()  # the parent writes the lines it held, not the child too
         sink.write("from the child", urgent=False)
         time.sleep(0.5)  # only a flusher started in the child can write it
         os._exit(0)
@@ -47,3 +47,16 @@ def test_a_forked_child_flushes_its_own_lines():
     os.waitpid(pid, 0)
     with os.fdopen(read) as got:
         assert got.read() == "from the child\n"
+
+
+def test_close_writes_what_is_held_and_later_lines_at_once():
+    stream = io.StringIO()
+    sink = BatchedSink(stream, interval=60)
+    sink.write("held", urgent=False)
+    flusher = sink._flusher
+    sink.close()
+    assert stream.getvalue() == "held\n"
+    flusher.join(10)
+    assert not flusher.is_alive()  # the flusher stopped with the sink
+    sink.write("after", urgent=False)
+    assert stream.getvalue() == "held\nafter\n"

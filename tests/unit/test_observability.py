@@ -19,6 +19,7 @@ from kernel.core import Kernel
 from kernel.plugins import BUILTIN
 from kernel.plugins import make_plugin_manager
 from kernel.settings import Settings
+from kernel.startup import start
 from plugins.api.app import create_app
 from plugins.api.openapi import document
 from plugins.api.openapi import openapi_path
@@ -74,7 +75,7 @@ def server(peer_stores, tmp_path_factory):
     pm = make_plugin_manager(settings, builtin=builtin,
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     kernel = Kernel.create(settings, pm=pm)
-    kernel.hooks.startup(kernel)
+    start(kernel)
     srv = Server(kernel)
     for name in ("seq_wf", "failnode_wf"):
         r = srv.mgmt.simulate_post("/workflows", params={"url": f"{name}.war"},
