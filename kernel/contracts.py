@@ -9,6 +9,7 @@ kernel owns; behaviour a plugin supplies (``Executor``, ``Batcher``, ``Serialize
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,25 @@ class Archive:
         return self.root / relative
 
 
+#: what a fetch is for: a workflow archive or a model archive
+ArchiveKind = Literal["war", "mar"]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetcher resolved a URL to (``wfserve_fetch``).
+
+    ``release`` deletes what the fetcher made for this URL (a download) when the registration
+    fails or is unregistered; None when there is nothing to delete (the store's own file).
+    ``keep`` is recorded (in a snapshot) and handed back to the fetcher as ``reuse`` on a later
+    start, so it may return the same download instead of fetching again; None: not reusable.
+    """
+
+    path: Path
+    release: Callable[[], None] | None = None
+    keep: str | None = None
+
+
 @dataclass
 class Workflow:
     """A workflow being registered or registered: everything an executor needs to run it."""
@@ -65,7 +85,8 @@ class Workflow:
     archive: Archive
     node_archives: dict[str, Archive] = field(default_factory=dict)
     version: str = "1.0"
-    downloaded: list[Path] = field(default_factory=list)
+    #: what deletes this workflow's downloads (``Fetched.release`` of each), on unregister
+    releases: list[Callable[[], None]] = field(default_factory=list)
     workdir: Path | None = None
 
 

@@ -1,17 +1,17 @@
-"""Downloads of ``scheme://`` URLs: per registration, reusable from a snapshot, deleted whole.
+"""What one registration fetched: recorded for snapshots, released as a whole.
 
-What is recorded of a download (``fetched``: key -> ``(url, path)``) holds the URL with its
-credentials redacted, so snapshots never keep a password; a redacted URL is matched against
-the redacted form of the URL asked for.
-
-Fetchers write a remote archive to ``<store>/.downloads/<unique>/<file>``, so two workflows
-downloading the same ``.mar`` name never collide; the registration that downloaded a file owns
-it and deletes it (and its unique folder) when it fails or is unregistered.
+The fetchers own their downloads (where they are written, whether one can be reused, how it
+is deleted): ``wfserve_fetch`` returns a :class:`~kernel.contracts.Fetched`. The kernel keeps,
+per registration, each fetch's ``release`` (called when the registration fails or is
+unregistered) and its ``keep`` under a key (``""`` for the ``.war``, else the node name),
+with the URL redacted, so that a snapshot can hand it back as ``reuse`` on the next start and
+never stores a password.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,75 +22,48 @@ import structlog
 from kernel.redact import redact_url
 
 if TYPE_CHECKING:
+    from kernel.contracts import ArchiveKind
     from kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
-#: fetchers download into <store>/.downloads/<unique>/<file> so downloads never collide
-DOWNLOADS = ".downloads"
-
-
-def is_remote(url: str) -> bool:
-    """A URL with a scheme is downloaded into the store (and deleted on unregister)."""
-    return "://" in url
+Release = Callable[[], None]
 
 
 class Fetcher:
-    """Fetch one URL, record downloads, reuse a snapshot's download when it still exists."""
+    """Fetch the URLs of one registration through ``wfserve_fetch``, recording what to release
+    and what a snapshot may reuse."""
 
-    __slots__ = ("downloaded", "fetched", "kernel", "reuse")
+    __slots__ = ("fetched", "kernel", "releases", "reuse")
 
     def __init__(self, kernel: Kernel, reuse: Mapping[str, Sequence[str]],
-                 downloaded: list[Path], fetched: dict[str, tuple[str, str]]) -> None:
+                 releases: list[Release], fetched: dict[str, tuple[str, str]]) -> None:
+        """:param reuse: a snapshot's record (key -> ``(redacted url, keep)``).
+        :param releases: gets each fetch's ``release``.
+        :param fetched: gets ``key -> (redacted url, keep)`` for each fetch that may be reused.
+        """
         self.kernel, self.reuse = kernel, reuse
-        self.downloaded, self.fetched = downloaded, fetched
+        self.releases, self.fetched = releases, fetched
 
-    def __call__(self, key: str, url: str, store: Path) -> Path:
-        if not is_remote(url):
-            return self.kernel.hooks.fetch(url, store)
-        path = self._reusable(key, url, store)
-        if path is None:
-            path = self.kernel.hooks.fetch(url, store)
-        self.downloaded.append(path)
-        self.fetched[key] = (redact_url(url), str(path))
-        return path
-
-    def _reusable(self, key: str, url: str, store: Path) -> Path | None:
+    def __call__(self, key: str, url: str, store: Path, kind: ArchiveKind) -> Path:
+        """The local path of ``url`` (a ``kind`` archive, bare names resolved in ``store``)."""
+        shown = redact_url(url)
         old = self.reuse.get(key)
-        if old is None or len(old) != 2 or old[0] != redact_url(url):
-            return None
-        path = Path(old[1])
-        downloads = (store / DOWNLOADS).resolve()
+        keep = old[1] if old is not None and len(old) == 2 and old[0] == shown else None
+        fetched = self.kernel.hooks.fetch(url, store, kind, keep)
+        if fetched.release is not None:
+            self.releases.append(fetched.release)
+        if fetched.keep is not None:
+            self.fetched[key] = (shown, fetched.keep)
+        return fetched.path
+
+
+def discard(workdir: Path | None, releases: Sequence[Release]) -> None:
+    """Release downloads (each fetcher deletes its own) and delete the work folder; errors are
+    logged, never raised."""
+    for release in releases:
         try:
-            inside = path.resolve().parent.parent == downloads
-        except OSError:
-            return None
-        return path if inside and path.exists() else None
-
-
-def owned_download(path: Path) -> bool:
-    """Whether ``path`` is a download's own file: directly inside a ``.downloads/<unique>/``
-    folder, links resolved. Only such paths are ever deleted."""
-    try:
-        real = path.parent.resolve() / path.name
-    except (OSError, RuntimeError):
-        return False
-    return real.parent.parent.name == DOWNLOADS and not path.parent.is_symlink()
-
-
-def discard(workdir: Path | None, downloaded: list[Path]) -> None:
-    """Delete downloaded archives (and their unique folders) and the work folder; errors are
-    logged, never raised. A path outside a ``.downloads/<unique>/`` folder is left alone."""
-    for path in downloaded:
-        if not owned_download(path):
-            log.warning("not deleting a download outside a downloads folder", path=str(path))
-            continue
-        try:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            path.parent.rmdir()  # the download's own unique folder, when empty
-        except OSError as exc:
-            log.warning("could not delete a downloaded archive", path=str(path), error=str(exc))
+            release()
+        except Exception as exc:  # NOTE: a third-party fetcher's failure must not stop cleanup
+            log.warning("could not release a download", error=str(exc))
     if workdir is not None:
         shutil.rmtree(workdir, ignore_errors=True)

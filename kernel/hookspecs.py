@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kernel.contracts import Archive
     from kernel.contracts import Batcher
     from kernel.contracts import Executor
+    from kernel.contracts import Fetched
     from kernel.contracts import LoadContext
     from kernel.contracts import NodeHandler
     from kernel.contracts import Serializer
@@ -36,14 +37,22 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-def wfserve_fetch(url: str, store: Path, settings: Settings) -> Path | None:
+def wfserve_fetch(url: str, store: Path, settings: Settings, kind: str, reuse: str | None
+                  ) -> Fetched | None:
     """Resolve a workflow or model URL to a local file or folder.
 
     :param url: the URL as the client gave it (a bare name, ``file://``, ``https://``...).
     :param store: the folder bare names are resolved against and downloads are written to
         (``workflow_store`` for ``.war`` URLs, ``model_store`` for a spec's model ``url``).
-    :param settings: the server settings (``allowed_urls``, size and time limits).
-    :returns: the local path, or None when the URL's scheme is not this plugin's. Raise a
+    :param settings: the server settings (``allowed_urls``; a fetcher's own settings through
+        ``settings.of``).
+    :param kind: ``"war"`` (a workflow archive is wanted) or ``"mar"`` (a model archive): it
+        decides TorchServe's not-found errors (``WorkflowNotFound`` or ``ModelNotFound``).
+    :param reuse: what this fetcher's ``Fetched.keep`` was for the same URL when a snapshot
+        was written, or None; return that download again when it is still there and still
+        yours, instead of fetching.
+    :returns: a :class:`~kernel.contracts.Fetched` (the path; how to delete what you made;
+        what to keep for reuse), or None when the URL's scheme is not this plugin's. Raise a
         ``WfserveError`` (``WorkflowNotFound``, ``DownloadFailed``...) when it is yours but fails.
         First non-None result wins; if none answers the kernel raises ``UnsupportedURL``.
         Called from the registering thread.

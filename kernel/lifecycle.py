@@ -22,6 +22,7 @@ from kernel.contracts import Archive
 from kernel.contracts import NodeState
 from kernel.contracts import Workflow
 from kernel.downloads import Fetcher
+from kernel.downloads import Release
 from kernel.downloads import discard
 from kernel.errors import BadRequest
 from kernel.errors import InvalidWorkflow
@@ -59,8 +60,8 @@ def register_workflow(
     version of a registered name is added beside the others (the default does not change);
     the same version again is TorchServe's 409.
 
-    :param reuse: ``fetched`` of a snapshot (key -> ``(url, path)``): a remote URL whose earlier
-        download still exists under ``<store>/.downloads`` is not fetched again.
+    :param reuse: ``fetched`` of a snapshot (key -> ``(redacted url, keep)``), handed to the
+        fetcher of the same URL, which may return that download instead of fetching again.
     :raises BadRequest: no url, or an invalid name or version.
     :raises Conflict: that name and version is registered or being registered.
     :raises WfserveError: whatever fetching, opening, parsing or loading raised; nothing of
@@ -196,16 +197,16 @@ def _load(
 ) -> tuple[Registered, list[Registered]]:
     """Fetch, open, reserve, build, start and publish; on any failure undo all of it."""
     workdir = Path(tempfile.mkdtemp(prefix="wfserve-"))
-    downloaded: list[Path] = []
+    releases: list[Release] = []
     fetched: dict[str, tuple[str, str]] = {}
-    fetch = Fetcher(kernel, reuse, downloaded, fetched)
+    fetch = Fetcher(kernel, reuse, releases, fetched)
     try:
         if name is not None:  # refuse before downloading anything
             if update:
                 kernel.registry.check_updatable(name)
             else:
                 kernel.registry.check_room(name, version)
-        war = fetch("", url, kernel.settings.workflow_store_path)
+        war = fetch("", url, kernel.settings.workflow_store_path, "war")
         archive = kernel.hooks.open_archive(war, workdir / "war")
         wf_name = _workflow_name(archive, name)
         wf_version = version or archive.version or "1.0"
@@ -231,7 +232,7 @@ def _load(
                     executor.close(timeout=0)
                 raise
     except BaseException:
-        discard(workdir, downloaded)
+        discard(workdir, releases)
         raise
     return entry, old
 
@@ -275,12 +276,12 @@ def _build(
             workflow=name,
         )
     return Workflow(name=name, url=redact_url(url), spec=spec, dag=dag, archive=archive,
-                    node_archives=node_archives, downloaded=fetch.downloaded, workdir=workdir)
+                    node_archives=node_archives, releases=fetch.releases, workdir=workdir)
 
 
 def _open_model(kernel: Kernel, node: NodeSpec, workdir: Path, fetch: Fetcher) -> Archive:
     assert node.url is not None
-    path = fetch(node.name, node.url, kernel.settings.model_store_path)
+    path = fetch(node.name, node.url, kernel.settings.model_store_path, "mar")
     archive = kernel.hooks.open_archive(path, workdir / "models" / node.name)
     if archive.kind != "mar":
         raise InvalidWorkflow(f"{redact_url(node.url)} is not a model archive",
@@ -294,4 +295,4 @@ def _free(entry: Registered, drain: float, *, keep_downloads: bool) -> None:
         entry.executor.close(timeout=drain)
     finally:
         workflow = entry.workflow
-        discard(workflow.workdir, [] if keep_downloads else workflow.downloaded)
+        discard(workflow.workdir, [] if keep_downloads else workflow.releases)

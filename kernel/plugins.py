@@ -23,6 +23,7 @@ from typing import Any
 import pluggy
 
 from kernel import hookspecs
+from kernel.contracts import Fetched
 from kernel.errors import NoPluginAnswered
 from kernel.errors import UnknownArchiveFormat
 from kernel.errors import UnsupportedURL
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     import argparse
 
     from kernel.contracts import Archive
+    from kernel.contracts import ArchiveKind
     from kernel.contracts import Batcher
     from kernel.contracts import Executor
     from kernel.contracts import LoadContext
@@ -172,13 +174,18 @@ class Hooks:
         self._serializers: dict[tuple[str, type], Serializer] = {}
 
     # loading
-    def fetch(self, url: str, store: Path) -> Path:
-        """Resolve ``url`` to a local path; ``UnsupportedURL`` if no fetcher takes it."""
-        path = self.pm.hook.wfserve_fetch(url=url, store=store, settings=self.settings)
-        if path is None:
+    def fetch(self, url: str, store: Path, kind: ArchiveKind,
+              reuse: str | None = None) -> Fetched:
+        """Resolve ``url`` to a local path (a ``kind`` archive); ``UnsupportedURL`` if no
+        fetcher takes it."""
+        fetched = self.pm.hook.wfserve_fetch(url=url, store=store, settings=self.settings,
+                                             kind=kind, reuse=reuse)
+        if fetched is None:
             message = f"No fetcher handles the URL: {url}"
             raise UnsupportedURL(message, hook="wfserve_fetch", url=url)
-        return Path(path)
+        if isinstance(fetched, str | Path):  # NOTE: a fetcher written for the old contract
+            return Fetched(Path(fetched))
+        return fetched
 
     def open_archive(self, path: Path, workdir: Path) -> Archive:
         """Open an archive; ``UnknownArchiveFormat`` if no plugin recognises it."""

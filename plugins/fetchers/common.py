@@ -5,8 +5,8 @@ TorchServe (``ArchiveUtils.validateURL``, ``WorkflowArchive.downloadWorkflow``,
 ``s3://`` must fully match one of ``allowed_urls`` (case-insensitive), otherwise 404 "Given URL
 <url> does not match any allowed URL(s)"; a URL containing ``..`` is refused; a missing workflow
 is "Workflow not found in workflow store: <url>", a missing model "Model not found at: <url>".
-Whether a URL names a workflow or a model is told from ``store`` and the name (see
-:func:`is_workflow`), because ``wfserve_fetch`` is given nothing else.
+Whether a workflow (``.war``) or a model (``.mar``) is wanted, ``wfserve_fetch`` is told
+(``kind``).
 
 Where wfserve is stricter than TorchServe, on purpose:
 
@@ -21,6 +21,7 @@ Where wfserve is stricter than TorchServe, on purpose:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+import structlog
+
+from kernel.contracts import Fetched
 from kernel.errors import ModelNotFound
 from kernel.errors import NotFound
 from kernel.errors import WorkflowNotFound
@@ -37,6 +41,7 @@ from kernel.redact import redact_url
 from kernel.settings import Settings
 from kernel.settings import setting
 
+log = structlog.get_logger(__name__)
 DOWNLOADS = ".downloads"
 
 
@@ -61,41 +66,24 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _NAME_MAX = 128
 
 
-def is_workflow(url: str, store: Path, settings: Settings) -> bool:
-    """True when ``url`` names a workflow archive rather than a model.
-
-    A name ending in ``.war`` is a workflow; so is any URL resolved against a workflow store
-    that is not also the model store.
-    """
-    if filename(url).lower().endswith(".war"):
-        return True
-    workflow_store = settings.workflow_store_path
-    return _same(store, workflow_store) and not _same(store, settings.model_store_path)
-
-
-def _same(a: Path, b: Path) -> bool:
-    return Path(a).absolute() == Path(b).absolute()
-
-
-def not_found(url: str, store: Path, settings: Settings, message: str) -> NotFound:
-    """``WorkflowNotFound`` or ``ModelNotFound`` (by :func:`is_workflow`) with ``message``."""
-    cls = WorkflowNotFound if is_workflow(url, store, settings) else ModelNotFound
+def not_found(url: str, kind: str, message: str) -> NotFound:
+    """``WorkflowNotFound`` (``kind`` ``war``) or ``ModelNotFound`` with ``message``."""
+    cls = WorkflowNotFound if kind == "war" else ModelNotFound
     return cls(message, url=redact_url(url))
 
 
-def missing(url: str, store: Path, settings: Settings) -> NotFound:
+def missing(url: str, kind: str) -> NotFound:
     """TorchServe's "not found" error for ``url``."""
     shown = redact_url(url)
-    if is_workflow(url, store, settings):
+    if kind == "war":
         return WorkflowNotFound(f"Workflow not found in workflow store: {shown}", url=shown)
     return ModelNotFound(f"Model not found at: {shown}", url=shown)
 
 
-def check_relative(url: str, store: Path, settings: Settings) -> None:
+def check_relative(url: str, kind: str) -> None:
     """Refuse a URL containing ``..`` with TorchServe's message."""
     if ".." in url:
-        raise not_found(url, store, settings,
-                        f"Relative path is not allowed in url: {redact_url(url)}")
+        raise not_found(url, kind, f"Relative path is not allowed in url: {redact_url(url)}")
 
 
 def is_allowed(url: str, settings: Settings) -> bool:
@@ -109,7 +97,7 @@ def is_allowed(url: str, settings: Settings) -> bool:
     return False
 
 
-def check_allowed(url: str, store: Path, settings: Settings, *, shown: str | None = None
+def check_allowed(url: str, kind: str, settings: Settings, *, shown: str | None = None
                   ) -> None:
     """Refuse a URL that looks like one but matches none of ``allowed_urls`` (full match).
 
@@ -118,7 +106,7 @@ def check_allowed(url: str, store: Path, settings: Settings, *, shown: str | Non
     """
     if not _LOOKS_LIKE_URL.fullmatch(url) or is_allowed(url, settings):
         return
-    raise not_found(shown or url, store, settings,
+    raise not_found(shown or url, kind,
                     f"Given URL {redact_url(shown or url)} does not match any allowed URL(s)")
 
 
@@ -133,17 +121,17 @@ def filename(url: str) -> str:
     return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
 
 
-def check_bare_name(url: str, store: Path, settings: Settings) -> str:
+def check_bare_name(url: str, kind: str) -> str:
     """The store file name a bare URL names; refuses anything but one plain file name.
 
     :raises WorkflowNotFound | ModelNotFound: empty, ``.``, ``..`` (anywhere, TorchServe's
         message), a path separator or a NUL.
     """
     if not url:
-        raise not_found(url, store, settings, "empty url")
-    check_relative(url, store, settings)
+        raise not_found(url, kind, "empty url")
+    check_relative(url, kind)
     if url == "." or "/" in url or "\\" in url or "\0" in url or os.sep in url:
-        raise not_found(url, store, settings,
+        raise not_found(url, kind,
                         f"Invalid archive name in url: {redact_url(url)!r} (a name in the "
                         "store, without a path separator or NUL)")
     return url
@@ -197,3 +185,48 @@ def create_exclusive(target: Path) -> int:
 def discard(folder: Path) -> None:
     """Remove a download folder after a failed download (best effort)."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def owned_download(path: Path) -> bool:
+    """Whether ``path`` is a download's own file: directly inside a ``.downloads/<unique>/``
+    folder, links resolved. Only such paths are ever deleted."""
+    try:
+        real = path.parent.resolve() / path.name
+    except (OSError, RuntimeError):
+        return False
+    return real.parent.parent.name == DOWNLOADS and not path.parent.is_symlink()
+
+
+def release_download(path: Path) -> None:
+    """Delete a download (file or copied folder) and its unique folder; errors are logged,
+    never raised. A path outside a ``.downloads/<unique>/`` folder is left alone."""
+    if not owned_download(path):
+        log.warning("not deleting a download outside a downloads folder", path=str(path))
+        return
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        path.parent.rmdir()  # the download's own unique folder, when empty
+    except OSError as exc:
+        log.warning("could not delete a downloaded archive", path=str(path), error=str(exc))
+
+
+def as_download(path: Path) -> Fetched:
+    """A download this fetcher made: released by deleting it, kept (for a snapshot) as its
+    path."""
+    return Fetched(path, release=functools.partial(release_download, path), keep=str(path))
+
+
+def reused(keep: str | None, store: Path) -> Fetched | None:
+    """An earlier download a snapshot kept (``keep``: its path), when it is still one of this
+    store's downloads; None otherwise (fetch again)."""
+    if not keep:
+        return None
+    path = Path(keep)
+    try:
+        inside_downloads = path.resolve().parent.parent == (store / DOWNLOADS).resolve()
+    except OSError:
+        return None
+    return as_download(path) if inside_downloads and path.exists() else None

@@ -33,6 +33,7 @@ import httpx
 import structlog
 
 from kernel import hookimpl
+from kernel.contracts import Fetched
 from kernel.errors import DownloadFailed
 from kernel.errors import TooLarge
 from kernel.redact import clip
@@ -41,6 +42,7 @@ from kernel.settings import Settings
 from plugins.fetchers.addresses import AddressRefused
 from plugins.fetchers.addresses import pinned_address
 from plugins.fetchers.common import FetchSettings
+from plugins.fetchers.common import as_download
 from plugins.fetchers.common import check_allowed
 from plugins.fetchers.common import check_relative
 from plugins.fetchers.common import create_exclusive
@@ -49,6 +51,7 @@ from plugins.fetchers.common import download_dir
 from plugins.fetchers.common import download_name
 from plugins.fetchers.common import filename
 from plugins.fetchers.common import is_allowed
+from plugins.fetchers.common import reused
 
 log = structlog.get_logger(__name__)
 PLUGIN = "fetchers.http"
@@ -145,7 +148,8 @@ def _stream(url: str, target: Path, settings: Settings, progress: bool) -> int:
     return written
 
 
-def download(url: str, store: Path, settings: Settings, *, progress: bool = False) -> Path:
+def download(url: str, store: Path, settings: Settings, kind: str, *, progress: bool = False
+             ) -> Path:
     """Download ``url`` into a new folder of ``store`` (see the module docstring).
 
     :returns: ``<store>/.downloads/<uuid>/<name>``.
@@ -154,8 +158,8 @@ def download(url: str, store: Path, settings: Settings, *, progress: bool = Fals
         address ``block_private_addresses`` refuses, timed out, or the store is missing.
     :raises TooLarge: over ``max_download_size``.
     """
-    check_allowed(url, store, settings)
-    check_relative(url, store, settings)
+    check_allowed(url, kind, settings)
+    check_relative(url, kind)
     shown = redact_url(url)
     failed = f"Failed to download archive from: {shown}"
     try:
@@ -191,9 +195,14 @@ def wfserve_settings() -> type:
 
 
 @hookimpl(trylast=True)
-def wfserve_fetch(url: str, store: Path, settings: Settings) -> Path | None:
-    """Default implementation: ``http(s)://`` URLs; None for any other."""
+def wfserve_fetch(url: str, store: Path, settings: Settings, kind: str, reuse: str | None
+                  ) -> Fetched | None:
+    """Default implementation: ``http(s)://`` URLs (a download, released on unregister,
+    reused from a snapshot while it exists); None for any other."""
     if not url.lower().startswith(("http://", "https://")):
         return None
+    again = reused(reuse, Path(store))
+    if again is not None:
+        return again
     progress = bool(settings.plugin(PLUGIN).get("progress", False))
-    return download(url, Path(store), settings, progress=progress)
+    return as_download(download(url, Path(store), settings, kind, progress=progress))

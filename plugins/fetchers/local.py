@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from kernel import hookimpl
+from kernel.contracts import Fetched
 from kernel.errors import DownloadFailed
 from kernel.errors import TooLarge
 from kernel.errors import WorkflowNotFound
@@ -33,6 +34,7 @@ from kernel.redact import clip
 from kernel.redact import redact_url
 from kernel.settings import Settings
 from plugins.fetchers.common import FetchSettings
+from plugins.fetchers.common import as_download
 from plugins.fetchers.common import check_allowed
 from plugins.fetchers.common import check_bare_name
 from plugins.fetchers.common import check_relative
@@ -40,9 +42,9 @@ from plugins.fetchers.common import discard
 from plugins.fetchers.common import download_dir
 from plugins.fetchers.common import download_name
 from plugins.fetchers.common import inside
-from plugins.fetchers.common import is_workflow
 from plugins.fetchers.common import missing
 from plugins.fetchers.common import not_found
+from plugins.fetchers.common import reused
 from plugins.fetchers.copying import Budget
 from plugins.fetchers.copying import CopyRefused
 from plugins.fetchers.copying import copy_file
@@ -51,56 +53,56 @@ from plugins.fetchers.copying import copy_tree
 log = structlog.get_logger(__name__)
 
 
-def resolve_in_store(url: str, store: Path, settings: Settings) -> Path:
+def resolve_in_store(url: str, store: Path, settings: Settings, kind: str) -> Path:
     """The local path of a bare name, by TorchServe's rules (see the module docstring).
 
     :raises WorkflowNotFound: for a workflow: an invalid name, absent, outside the store, or
         not a file.
     :raises ModelNotFound: for a model: an invalid name, nothing found, or outside the store.
     """
-    workflow = is_workflow(url, store, settings)
+    workflow = kind == "war"
     if not url and workflow:  # TorchServe: the store folder itself
         raise WorkflowNotFound("Workflow not found at: ", url=url)
     if url and not workflow and Path(url).is_absolute():
-        return _absolute_folder(url, store, settings)
-    name = check_bare_name(url, store, settings)
+        return _absolute_folder(url, settings, kind)
+    name = check_bare_name(url, kind)
     target = Path(store) / name
     if not target.exists():
-        raise missing(url, store, settings)
+        raise missing(url, kind)
     if not inside(target, Path(store)):
-        raise not_found(url, store, settings,
+        raise not_found(url, kind,
                         f"{redact_url(url)} resolves outside the store (a link?)")
     if workflow and not target.is_file():
         raise WorkflowNotFound(f"Workflow not found at: {url}", url=url)
     return target
 
 
-def _absolute_folder(url: str, store: Path, settings: Settings) -> Path:
+def _absolute_folder(url: str, settings: Settings, kind: str) -> Path:
     """A model's absolute folder path: a local URL, so ``allowed_urls`` applies to it."""
-    check_relative(url, store, settings)
+    check_relative(url, kind)
     if "\0" in url:
-        raise missing(url, store, settings)
+        raise missing(url, kind)
     resolved = Path(os.path.realpath(url))
-    check_allowed(f"file://{resolved.as_posix()}", store, settings, shown=url)
+    check_allowed(f"file://{resolved.as_posix()}", kind, settings, shown=url)
     if not resolved.is_dir():
-        raise missing(url, store, settings)
+        raise missing(url, kind)
     return Path(url)
 
 
-def _file_path(url: str, store: Path, settings: Settings) -> Path:
+def _file_path(url: str, settings: Settings, kind: str) -> Path:
     """The resolved local path a ``file://`` URL names, checked against ``allowed_urls``."""
     parts = urlsplit(url)
     path = unquote(parts.path)
     if parts.netloc not in ("", "localhost") or not path or "\0" in path:
-        raise not_found(url, store, settings,
+        raise not_found(url, kind,
                         f"Given URL {redact_url(url)} does not name a local file")
     resolved = Path(os.path.realpath(path))
-    check_allowed(f"file://{resolved.as_posix()}", store, settings, shown=url)
-    check_relative(url, store, settings)
+    check_allowed(f"file://{resolved.as_posix()}", kind, settings, shown=url)
+    check_relative(url, kind)
     return resolved
 
 
-def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
+def copy_file_url(url: str, store: Path, settings: Settings, kind: str) -> Path:
     """Copy the regular file or folder a ``file://`` URL names into a new download folder.
 
     :returns: ``<store>/.downloads/<uuid>/<name>``.
@@ -109,7 +111,7 @@ def copy_file_url(url: str, store: Path, settings: Settings) -> Path:
         folder; the copy timed out; or the store is missing.
     :raises TooLarge: over ``max_download_size`` or ``max_archive_entries``.
     """
-    source = _file_path(url, store, settings)
+    source = _file_path(url, settings, kind)
     shown = redact_url(url)
     failed = f"Failed to download archive from: {shown}"
     try:
@@ -158,10 +160,14 @@ def wfserve_settings() -> type:
 
 
 @hookimpl(trylast=True)
-def wfserve_fetch(url: str, store: Path, settings: Settings) -> Path | None:
-    """Default implementation: ``file://`` URLs and bare names; None for other schemes."""
+def wfserve_fetch(url: str, store: Path, settings: Settings, kind: str, reuse: str | None
+                  ) -> Fetched | None:
+    """Default implementation: ``file://`` URLs (copied: a download, released on unregister,
+    reused from a snapshot while it exists) and bare names (the store's own file, never
+    deleted); None for other schemes."""
     if url.lower().startswith("file://"):
-        return copy_file_url(url, Path(store), settings)
+        again = reused(reuse, Path(store))
+        return again or as_download(copy_file_url(url, Path(store), settings, kind))
     if "://" in url:
         return None
-    return resolve_in_store(url, Path(store), settings)
+    return Fetched(resolve_in_store(url, Path(store), settings, kind))

@@ -76,25 +76,25 @@ def downloads(store):
 
 def test_a_bare_workflow_name_is_looked_up_in_the_store(store):
     (store / "seq_wf.war").write_bytes(b"zip")
-    assert hooks_for(store).fetch("seq_wf.war", store) == store / "seq_wf.war"
+    assert hooks_for(store).fetch("seq_wf.war", store, "war").path == store / "seq_wf.war"
 
 
 def test_a_missing_workflow(store):
     with pytest.raises(WorkflowNotFound) as info:
-        hooks_for(store).fetch("nope.war", store)
+        hooks_for(store).fetch("nope.war", store, "war")
     assert info.value.message == "Workflow not found in workflow store: nope.war"
 
 
 def test_a_relative_path_is_refused(store):
     with pytest.raises(WorkflowNotFound) as info:
-        hooks_for(store).fetch("../secret.war", store)
+        hooks_for(store).fetch("../secret.war", store, "war")
     assert info.value.message == "Relative path is not allowed in url: ../secret.war"
 
 
 def test_a_workflow_folder_is_not_a_workflow(store):
     (store / "dir.war").mkdir()
     with pytest.raises(WorkflowNotFound, match="Workflow not found at: dir.war"):
-        hooks_for(store).fetch("dir.war", store)
+        hooks_for(store).fetch("dir.war", store, "war")
 
 
 def test_model_urls_follow_torchserve_rules(store, tmp_path):
@@ -104,18 +104,58 @@ def test_model_urls_follow_torchserve_rules(store, tmp_path):
     (store / "m3").mkdir()
     elsewhere = tmp_path / "models" / "m4"
     elsewhere.mkdir(parents=True)
-    assert hooks.fetch("m1.mar", store) == store / "m1.mar"
-    assert hooks.fetch("m2.tar.gz", store) == store / "m2.tar.gz"
-    assert hooks.fetch("m3", store) == store / "m3"
-    assert hooks.fetch(str(elsewhere), store) == elsewhere
+    assert hooks.fetch("m1.mar", store, "mar").path == store / "m1.mar"
+    assert hooks.fetch("m2.tar.gz", store, "mar").path == store / "m2.tar.gz"
+    assert hooks.fetch("m3", store, "mar").path == store / "m3"
+    assert hooks.fetch(str(elsewhere), store, "mar").path == elsewhere
     with pytest.raises(ModelNotFound) as info:
-        hooks.fetch("absent.mar", store)
+        hooks.fetch("absent.mar", store, "mar")
     assert info.value.message == "Model not found at: absent.mar"
 
 
 def test_an_unknown_scheme_is_a_clear_error(store):
     with pytest.raises(UnsupportedURL, match="ftp://host/x.war"):
-        hooks_for(store).fetch("ftp://host/x.war", store)
+        hooks_for(store).fetch("ftp://host/x.war", store, "war")
+
+
+# --- the fetcher owns its downloads ----------------------------------------------------------
+
+
+def test_the_fetcher_is_told_which_archive_is_wanted(store):
+    hooks = hooks_for(store)
+    with pytest.raises(WorkflowNotFound, match="Workflow not found in workflow store: x"):
+        hooks.fetch("x", store, "war")
+    with pytest.raises(ModelNotFound, match="Model not found at: x"):
+        hooks.fetch("x", store, "mar")
+
+
+def test_a_download_is_released_by_its_fetcher_and_a_store_file_is_not(store, tmp_path):
+    source = tmp_path / "wf.war"
+    source.write_bytes(PAYLOAD)
+    hooks = hooks_for(store)
+    copied = hooks.fetch(f"file://{source}", store, "war")
+    assert copied.keep == str(copied.path) and copied.release is not None
+    copied.release()
+    assert not copied.path.exists() and not copied.path.parent.exists()
+    assert source.exists()
+    (store / "seq_wf.war").write_bytes(PAYLOAD)
+    own = hooks.fetch("seq_wf.war", store, "war")
+    assert (own.release, own.keep) == (None, None)
+
+
+def test_a_kept_download_is_reused_only_while_it_is_one_of_the_stores(store, tmp_path):
+    source = tmp_path / "wf.war"
+    source.write_bytes(PAYLOAD)
+    hooks = hooks_for(store)
+    first = hooks.fetch(f"file://{source}", store, "war")
+    again = hooks.fetch(f"file://{source}", store, "war", first.keep)
+    assert again.path == first.path and len(downloads(store)) == 1
+    stranger = tmp_path / "elsewhere.war"
+    stranger.write_bytes(PAYLOAD)
+    fresh = hooks.fetch(f"file://{source}", store, "war", str(stranger))
+    assert fresh.path != stranger and fresh.path.is_relative_to(store / ".downloads")
+    first.release()
+    assert hooks.fetch(f"file://{source}", store, "war", first.keep).path != first.path
 
 
 # --- file:// ------------------------------------------------------------------------------
@@ -125,8 +165,8 @@ def test_file_urls_are_copied_into_their_own_download_folder(store, tmp_path):
     source = tmp_path / "wf.war"
     source.write_bytes(PAYLOAD)
     hooks = hooks_for(store)
-    first = hooks.fetch(f"file://{source}", store)
-    second = hooks.fetch(f"file://{source}", store)
+    first = hooks.fetch(f"file://{source}", store, "war").path
+    second = hooks.fetch(f"file://{source}", store, "war").path
     assert first != second  # two registrations of one URL never collide
     assert first.name == second.name == "wf.war"
     assert first.read_bytes() == PAYLOAD
@@ -136,14 +176,14 @@ def test_file_urls_are_copied_into_their_own_download_folder(store, tmp_path):
 def test_a_missing_file_url_fails_to_download(store, tmp_path):
     url = f"file://{tmp_path}/absent.war"
     with pytest.raises(DownloadFailed) as info:
-        hooks_for(store).fetch(url, store)
+        hooks_for(store).fetch(url, store, "war")
     assert info.value.message == f"Failed to download archive from: {url}"
 
 
 def test_a_file_url_outside_the_allow_list(store, tmp_path):
     url = f"file://{tmp_path}/wf.war"
     with pytest.raises(WorkflowNotFound) as info:
-        hooks_for(store, allowed_urls=["http(s)?://.*"]).fetch(url, store)
+        hooks_for(store, allowed_urls=["http(s)?://.*"]).fetch(url, store, "war")
     assert info.value.message == f"Given URL {url} does not match any allowed URL(s)"
 
 
@@ -152,30 +192,30 @@ def test_a_file_url_outside_the_allow_list(store, tmp_path):
 
 def test_an_allowed_download_lands_in_the_store(server, store):
     hooks = hooks_for(store, allowed_urls=[r"http://127\.0\.0\.1:\d+/.*"])
-    path = hooks.fetch(f"{server}/wf.war", store)
+    path = hooks.fetch(f"{server}/wf.war", store, "war").path
     assert path.read_bytes() == PAYLOAD
     assert path.name == "wf.war" and path.is_relative_to(store / ".downloads")
-    again = hooks.fetch(f"{server}/wf.war", store)
+    again = hooks.fetch(f"{server}/wf.war", store, "war").path
     assert again != path and len(downloads(store)) == 2
 
 
 def test_a_download_outside_the_allow_list_is_not_attempted(server, store):
     url = f"{server}/wf.war"
     with pytest.raises(WorkflowNotFound) as info:
-        hooks_for(store, allowed_urls=[r"https://example\.com/.*"]).fetch(url, store)
+        hooks_for(store, allowed_urls=[r"https://example\.com/.*"]).fetch(url, store, "war")
     assert info.value.message == f"Given URL {url} does not match any allowed URL(s)"
     assert not (store / ".downloads").exists()
 
 
 def test_a_model_url_outside_the_allow_list_is_a_model_error(server, store):
     with pytest.raises(ModelNotFound, match="does not match any allowed URL"):
-        hooks_for(store, allowed_urls=["file://.*"]).fetch(f"{server}/m1.mar", store)
+        hooks_for(store, allowed_urls=["file://.*"]).fetch(f"{server}/m1.mar", store, "mar")
 
 
 @pytest.mark.parametrize("path", ["/big.war", "/big-nolength.war"])
 def test_an_oversize_download_is_refused_and_removed(server, store, path):
     with pytest.raises(TooLarge, match="larger than 1000 bytes"):
-        hooks_for(store, max_download_size=1000).fetch(f"{server}{path}", store)
+        hooks_for(store, max_download_size=1000).fetch(f"{server}{path}", store, "war")
     assert downloads(store) == []
     assert list((store / ".downloads").iterdir()) == []
 
@@ -183,7 +223,7 @@ def test_an_oversize_download_is_refused_and_removed(server, store, path):
 def test_a_404_fails_to_download(server, store):
     url = f"{server}/absent.war"
     with pytest.raises(DownloadFailed) as info:
-        hooks_for(store).fetch(url, store)
+        hooks_for(store).fetch(url, store, "war")
     assert info.value.message == f"Failed to download archive from: {url}"
     assert info.value.status == 404
     assert downloads(store) == []
@@ -193,7 +233,7 @@ def test_a_slow_server_times_out(server, store):
     url = f"{server}/slow.war"
     started = time.monotonic()
     with pytest.raises(DownloadFailed) as info:
-        hooks_for(store, download_timeout=0.2).fetch(url, store)
+        hooks_for(store, download_timeout=0.2).fetch(url, store, "war")
     assert time.monotonic() - started < 0.9
     assert info.value.reason == "timed out"
     assert downloads(store) == []
@@ -201,14 +241,14 @@ def test_a_slow_server_times_out(server, store):
 
 def test_a_malformed_url_fails_to_download(store):
     with pytest.raises(DownloadFailed, match="Failed to download archive from: http://localhost:aaaa"):
-        hooks_for(store).fetch("http://localhost:aaaa", store)
+        hooks_for(store).fetch("http://localhost:aaaa", store, "war")
 
 
 def test_the_command_line_progress_bar_downloads_the_same_bytes(server, store):
     settings = with_progress(Settings(model_store=str(store)))
     assert settings.plugin("fetchers.http") == {"progress": True}
     hooks = Hooks(make_plugin_manager(settings, builtin=MINE, env=NO_AUTOLOAD), settings)
-    assert hooks.fetch(f"{server}/wf.war", store).read_bytes() == PAYLOAD
+    assert hooks.fetch(f"{server}/wf.war", store, "war").path.read_bytes() == PAYLOAD
 
 
 def test_an_installed_fetcher_wins_over_the_builtin(store, tmp_path):
@@ -223,4 +263,4 @@ def test_an_installed_fetcher_wins_over_the_builtin(store, tmp_path):
     settings = Settings(model_store=str(store))
     pm = make_plugin_manager(settings, builtin=MINE, env=NO_AUTOLOAD, extra=[("mirror", Mirror())])
     hooks = Hooks(pm, settings)
-    assert hooks.fetch("https://example.com/x.war", store) == tmp_path / "mirror.war"
+    assert hooks.fetch("https://example.com/x.war", store, "war").path == tmp_path / "mirror.war"

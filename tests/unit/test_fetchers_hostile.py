@@ -75,7 +75,7 @@ def test_an_encoded_bare_name_is_not_decoded_again(store, tmp_path):
     (other / "probe.war").write_bytes(b"zip")
     encoded = f"%2F{str(other)[1:].replace('/', '%2F')}%2Fprobe.war"
     with pytest.raises(WorkflowNotFound) as info:
-        hooks_for(store).fetch(encoded, store)
+        hooks_for(store).fetch(encoded, store, "war")
     assert info.value.message == f"Workflow not found in workflow store: {encoded}"
 
 
@@ -83,7 +83,7 @@ def test_an_encoded_bare_name_is_not_decoded_again(store, tmp_path):
                                   "x\0.war", "sub/../x.war"])
 def test_bare_names_must_be_one_plain_file_name(store, name):
     with pytest.raises((WorkflowNotFound, ModelNotFound)):
-        hooks_for(store).fetch(name, store)
+        hooks_for(store).fetch(name, store, "war")
 
 
 def test_a_bare_name_must_resolve_inside_the_store(store, tmp_path):
@@ -91,7 +91,7 @@ def test_a_bare_name_must_resolve_inside_the_store(store, tmp_path):
     secret.write_bytes(b"zip")
     (store / "link.war").symlink_to(secret)
     with pytest.raises(WorkflowNotFound, match="outside the store"):
-        hooks_for(store).fetch("link.war", store)
+        hooks_for(store).fetch("link.war", store, "war")
 
 
 def test_file_urls_are_matched_as_resolved(store, tmp_path):
@@ -105,19 +105,20 @@ def test_file_urls_are_matched_as_resolved(store, tmp_path):
                 f"file://{allowed}/%2E%2E/%2e%2e/{tmp_path.name}/outside/probe.war",
                 f"file://{allowed}/link.war"):
         with pytest.raises(WorkflowNotFound, match="does not match any allowed URL"):
-            hooks.fetch(url, store)
+            hooks.fetch(url, store, "war")
     assert not (store / ".downloads").exists() or not any((store / ".downloads").iterdir())
 
 
 def test_an_absolute_model_folder_must_match_a_file_rule(store, tmp_path):
     folder = tmp_path / "models" / "m4"
     folder.mkdir(parents=True)
-    assert hooks_for(store).fetch(str(folder), store) == folder  # default rules: file://.*
+    # the default rules (file://.*) allow it
+    assert hooks_for(store).fetch(str(folder), store, "mar").path == folder
     strict = hooks_for(store, allowed_urls=[f"file://{tmp_path}/elsewhere/.*"])
     with pytest.raises(ModelNotFound, match="does not match any allowed URL"):
-        strict.fetch(str(folder), store)
+        strict.fetch(str(folder), store, "mar")
     allowed = hooks_for(store, allowed_urls=[f"file://{tmp_path}/models/.*"])
-    assert allowed.fetch(str(folder), store) == folder
+    assert allowed.fetch(str(folder), store, "mar").path == folder
 
 
 # --- finding 2: download names ---------------------------------------------------------------
@@ -139,7 +140,7 @@ def test_downloads_are_named_by_wfserve(url, name):
 def test_a_download_never_lands_outside_its_folder(store, tmp_path, recorders):
     (base, _), _ = recorders
     hooks = hooks_for(store)
-    path = hooks.fetch(f"{base}/d/%2e%2e%2f%2e%2e%2f%2e%2e%2fescaped.war", store)
+    path = hooks.fetch(f"{base}/d/%2e%2e%2f%2e%2e%2f%2e%2e%2fescaped.war", store, "war").path
     assert path.parent.parent == store / ".downloads"
     assert path.read_bytes() == BODY
     assert outside_downloads(tmp_path, store) == []
@@ -151,7 +152,7 @@ def test_a_file_url_never_overwrites_or_escapes(store, tmp_path):
     (source / "victim.war").write_bytes(b"new")
     victim = store / "victim.war"
     victim.write_bytes(b"old")
-    path = hooks_for(store).fetch(f"file://{source}/x%2f%2e%2e%2fvictim.war", store)
+    path = hooks_for(store).fetch(f"file://{source}/x%2f%2e%2e%2fvictim.war", store, "war").path
     assert path.parent.parent == store / ".downloads"
     assert victim.read_bytes() == b"old"
 
@@ -163,14 +164,14 @@ def test_a_redirect_to_a_url_not_allowed_is_refused(store, recorders):
     (allowed, seen_allowed), (internal, seen_internal) = recorders
     hooks = hooks_for(store, allowed_urls=[re.escape(allowed) + "/.*"])
     with pytest.raises(DownloadFailed, match="redirected to .* does not match any allowed"):
-        hooks.fetch(f"{allowed}/redirect?to={internal}/secret.war", store)
+        hooks.fetch(f"{allowed}/redirect?to={internal}/secret.war", store, "war")
     assert seen_internal == []
     assert [p for p, _ in seen_allowed] == [f"/redirect?to={internal}/secret.war"]
 
 
 def test_an_allowed_redirect_is_followed(store, recorders):
     (first, _), (second, seen) = recorders
-    path = hooks_for(store).fetch(f"{first}/redirect?to={second}/wf.war", store)
+    path = hooks_for(store).fetch(f"{first}/redirect?to={second}/wf.war", store, "war").path
     assert path.read_bytes() == BODY and [p for p, _ in seen] == ["/wf.war"]
 
 
@@ -180,7 +181,7 @@ def test_proxy_variables_are_ignored(store, recorders, monkeypatch):
         monkeypatch.setenv(var, proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    hooks_for(store).fetch(f"{origin}/wf.war", store)
+    hooks_for(store).fetch(f"{origin}/wf.war", store, "war")
     assert seen_proxy == [] and [p for p, _ in seen_origin] == ["/wf.war"]
 
 
@@ -189,9 +190,10 @@ def test_private_addresses_are_refused_when_asked(store, recorders):
     hooks = hooks_for(store, block_private_addresses=True)
     for url in (f"{base}/wf.war", base.replace("127.0.0.1", "localhost") + "/wf.war"):
         with pytest.raises(DownloadFailed, match="not a public address"):
-            hooks.fetch(url, store)
+            hooks.fetch(url, store, "war")
     assert seen == []
-    assert hooks_for(store).fetch(f"{base}/wf.war", store).read_bytes() == BODY  # off: allowed
+    # off: allowed
+    assert hooks_for(store).fetch(f"{base}/wf.war", store, "war").path.read_bytes() == BODY
 
 
 def test_the_checked_address_is_the_one_connected_to(store, recorders, monkeypatch):
@@ -210,7 +212,7 @@ def test_the_checked_address_is_the_one_connected_to(store, recorders, monkeypat
         getaddrinfo=rebinding, SOCK_STREAM=socket.SOCK_STREAM))
     monkeypatch.setattr(addresses, "is_public", lambda a: str(a) == "127.0.0.1")
     path = hooks_for(store, block_private_addresses=True).fetch(
-        f"http://rebind.test:{port}/wf.war", store)
+        f"http://rebind.test:{port}/wf.war", store, "war").path
     assert path.read_bytes() == BODY
     assert lookups == ["rebind.test"]
     assert seen == [("/wf.war", f"rebind.test:{port}")]
@@ -237,7 +239,7 @@ def test_devices_and_fifos_are_not_copied(store, tmp_path):
     hooks = hooks_for(store)
     for url in ("file:///dev/zero", f"file://{fifo}"):
         with pytest.raises(DownloadFailed, match="Failed to download archive"):
-            hooks.fetch(url, store)
+            hooks.fetch(url, store, "war")
 
 
 def test_folder_copies_are_bounded(store, tmp_path):
@@ -246,10 +248,10 @@ def test_folder_copies_are_bounded(store, tmp_path):
     for i in range(3):
         (big / f"f{i}").write_bytes(b"x" * 4000)
     with pytest.raises(TooLarge):
-        hooks_for(store, max_download_size=10_000).fetch(f"file://{big}", store)
+        hooks_for(store, max_download_size=10_000).fetch(f"file://{big}", store, "war")
     with pytest.raises(TooLarge):
-        hooks_for(store, max_archive_entries=2).fetch(f"file://{big}", store)
+        hooks_for(store, max_archive_entries=2).fetch(f"file://{big}", store, "war")
     (big / "link").symlink_to("/etc/hostname")
     with pytest.raises(DownloadFailed):
-        hooks_for(store).fetch(f"file://{big}", store)
+        hooks_for(store).fetch(f"file://{big}", store, "war")
     assert not any((store / ".downloads").iterdir())

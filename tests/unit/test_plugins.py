@@ -138,13 +138,13 @@ def test_impl_may_take_fewer_arguments_than_its_spec(tmp_path):
             return tmp_path / url
 
     pm = make_plugin_manager(Settings(), builtin=(), env=NO_AUTOLOAD, extra=[("local", Local())])
-    assert Hooks(pm, Settings()).fetch("x.war", tmp_path) == tmp_path / "x.war"
+    assert Hooks(pm, Settings()).fetch("x.war", tmp_path, "war").path == tmp_path / "x.war"
 
 
 def test_unanswered_first_result_hooks_raise_named_kernel_errors(tmp_path):
     hooks = Hooks(make_plugin_manager(Settings(), builtin=(), env=NO_AUTOLOAD), Settings())
     with pytest.raises(UnsupportedURL) as fetch:
-        hooks.fetch("gopher://x/y.war", tmp_path)
+        hooks.fetch("gopher://x/y.war", tmp_path, "war")
     assert fetch.value.url == "gopher://x/y.war"
     with pytest.raises(UnknownArchiveFormat):
         hooks.open_archive(tmp_path / "x.bin", tmp_path)
