@@ -49,8 +49,8 @@ class Registered:
     executor: Executor
     registered_at: float = field(default_factory=time.time)
     overrides: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: per downloaded archive (key ``""`` for the war, else the node name): ``(url, local
-    #: path)``, so that a snapshot can reuse the downloaded file instead of fetching it again
+    #: per reusable fetch (key ``""`` for the war, else the node name): ``(redacted url,
+    #: Fetched.keep)``, handed back to the fetcher by a snapshot's restore as ``reuse``
     fetched: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
