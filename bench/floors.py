@@ -104,18 +104,18 @@ def torch_threads(model_path: Path) -> dict[str, float]:
 
 def seq_chain(model_store: Path, workflow_store: Path, payload: bytes) -> dict[str, Any]:
     """``seq_wf``'s handlers called directly vs through the executor, in this process."""
-    from kernel.contracts import PredictRequest
-    from kernel.contracts import RowMeta
-    from kernel.core import Kernel
-    from kernel.lifecycle import register_workflow
-    from kernel.lifecycle import unregister_workflow
-    from kernel.logs import configure_logging
-    from kernel.settings import Settings
-    from plugins.api.decoding import build_row
-    from plugins.auth.settings import AuthSettings
-    from plugins.executors.core.outputs import to_wire
-    from plugins.executors.threaded.inline import offered
-    from plugins.snapshot.settings import SnapshotSettings
+    from wfserve.kernel.contracts import PredictRequest
+    from wfserve.kernel.contracts import RowMeta
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.lifecycle import register_workflow
+    from wfserve.kernel.lifecycle import unregister_workflow
+    from wfserve.kernel.logs import configure_logging
+    from wfserve.kernel.settings import Settings
+    from wfserve.plugins.api.decoding import build_row
+    from wfserve.plugins.auth.settings import AuthSettings
+    from wfserve.plugins.executors.core.outputs import to_wire
+    from wfserve.plugins.executors.threaded.inline import offered
+    from wfserve.plugins.snapshot.settings import SnapshotSettings
 
     with tempfile.TemporaryDirectory(prefix="wfserve-floor-") as tmp:
         settings = Settings(model_store=str(model_store), workflow_store=str(workflow_store),

@@ -80,7 +80,7 @@ class Wfserve(Server):
         log = open(self.workdir / "wfserve.log", "ab")  # noqa: SIM115 - lives with the process
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kernel.cli", "serve", "--foreground",
+            [sys.executable, "-m", "wfserve.kernel.cli", "serve", "--foreground",
              "--inference-address", self.inference, "--management-address", self.management,
              "--metrics-address", f"http://127.0.0.1:{self.ports['metrics']}",
              "--model-store", str(self.model_store), "--workflow-store", str(self.workflow_store),
@@ -170,7 +170,7 @@ class EchoFloor(Server):
     name = "echo-floor"
 
     def start(self, payload: bytes) -> None:
-        from kernel.settings import Settings
+        from wfserve.kernel.settings import Settings
 
         log = open(self.workdir / "echo.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(

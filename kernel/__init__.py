@@ -1,13 +1,13 @@
 """The wfserve microkernel: hook specifications, plugin manager, spec, DAG, registry, settings.
 
-Plugins import one name from here: ``from kernel import hookimpl``.
+Plugins import one name: ``from wfserve import hookimpl`` (re-exported from here).
 """
 
 from __future__ import annotations
 
 import pluggy
 
-from kernel.hookspecs import PROJECT
+from wfserve.kernel.hookspecs import PROJECT
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 

@@ -1,6 +1,7 @@
 """The ``wfserve`` command: ``serve``, ``settings``, ``plugins``, ``check`` and plugin commands.
 
-Settings come from the table in :mod:`kernel.settings`; every setting is also a ``serve`` flag.
+Settings come from the table in :mod:`wfserve.kernel.settings`; every setting is also a ``serve``
+flag.
 TorchServe's own flags are accepted as aliases (``--ts-config``, ``--model-store``,
 ``--workflow-store``, ``--ncs``, ``--disable-token-auth``, ``--enable-model-api``).
 """
@@ -20,21 +21,21 @@ from typing import Any
 
 import structlog
 
-from kernel.core import Kernel
-from kernel.errors import InvalidDAG
-from kernel.errors import NoPluginAnswered
-from kernel.errors import WfserveError
-from kernel.logs import configure_logging
-from kernel.plugins import Hooks
-from kernel.plugins import declared_settings
-from kernel.plugins import make_plugin_manager
-from kernel.plugins import plugin_names
-from kernel.redact import redact_url
-from kernel.settings import Settings
-from kernel.settings import load_settings
-from kernel.settings import settings_table
-from kernel.spec import parse_spec
-from kernel.torchserve_keys import every_key
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.errors import InvalidDAG
+from wfserve.kernel.errors import NoPluginAnswered
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.logs import configure_logging
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import declared_settings
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.plugins import plugin_names
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.settings import load_settings
+from wfserve.kernel.settings import settings_table
+from wfserve.kernel.spec import parse_spec
+from wfserve.kernel.torchserve_keys import every_key
 
 Command = Callable[[argparse.Namespace, Settings], int]
 _SOURCE_FLAGS = ("config", "ts_config")

@@ -22,9 +22,9 @@ from typing import Protocol
 from typing import runtime_checkable
 
 if TYPE_CHECKING:
-    from kernel.dag import Dag
-    from kernel.settings import Settings
-    from kernel.spec import WorkflowSpec
+    from wfserve.kernel.dag import Dag
+    from wfserve.kernel.settings import Settings
+    from wfserve.kernel.spec import WorkflowSpec
 
 ArchiveKind = Literal["war", "mar"]
 

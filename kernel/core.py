@@ -9,19 +9,19 @@ from dataclasses import field
 
 import pluggy
 
-from kernel.plugins import BUILTIN
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.registry import Registry
-from kernel.settings import Settings
-from kernel.stash import Stash
+from wfserve.kernel.plugins import BUILTIN
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.registry import Registry
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.stash import Stash
 
 
 @dataclass
 class Kernel:
     """A thin façade: every capability is a plugin reached through :attr:`hooks`.
 
-    :attr:`stash` holds plugins' per-server state under typed keys (:mod:`kernel.stash`).
+    :attr:`stash` holds plugins' per-server state under typed keys (:mod:`wfserve.kernel.stash`).
     """
 
     settings: Settings

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable
 from collections.abc import Mapping
 
-from kernel.errors import InvalidDAG
+from wfserve.kernel.errors import InvalidDAG
 
 
 class Dag:

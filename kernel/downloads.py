@@ -1,7 +1,8 @@
 """What one registration fetched: recorded for snapshots, released as a whole.
 
 The fetchers own their downloads (where they are written, whether one can be reused, how it
-is deleted): ``wfserve_fetch`` returns a :class:`~kernel.contracts.Fetched`. The kernel keeps,
+is deleted): ``wfserve_fetch`` returns a :class:`~wfserve.kernel.contracts.Fetched`. The kernel
+keeps,
 per registration, each fetch's ``release`` (called when the registration fails or is
 unregistered) and its ``keep`` under a key (``""`` for the ``.war``, else the node name),
 with the URL redacted, so that a snapshot can hand it back as ``reuse`` on the next start and
@@ -19,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel.redact import redact_url
+from wfserve.kernel.redact import redact_url
 
 if TYPE_CHECKING:
-    from kernel.contracts import ArchiveKind
-    from kernel.core import Kernel
+    from wfserve.kernel.contracts import ArchiveKind
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 Release = Callable[[], None]

@@ -7,7 +7,7 @@ body for the same outcome; the API plugin maps classes to HTTP statuses in one p
 the raising code.
 
 No error carries megabytes: the message, and any text field, longer than :data:`MESSAGE_LIMIT`
-is cut there (:func:`kernel.redact.clip`), whatever outside text went into it.
+is cut there (:func:`wfserve.kernel.redact.clip`), whatever outside text went into it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from typing import ClassVar
 
-from kernel.redact import clip
+from wfserve.kernel.redact import clip
 
 #: the longest message, or text field, an error keeps (what is longer is clipped)
 MESSAGE_LIMIT = 4096

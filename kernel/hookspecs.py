@@ -1,6 +1,7 @@
 """Every wfserve hook specification. Each docstring is the hook's contract.
 
-Hooks are called by keyword through :class:`kernel.plugins.Hooks`; an implementation may take
+Hooks are called by keyword through :class:`wfserve.kernel.plugins.Hooks`; an implementation may
+take
 fewer arguments than its specification (pluggy's opt-in arguments), never more. Built-in
 implementations of first-result hooks are ``trylast`` so that any installed plugin answers first.
 """
@@ -17,17 +18,17 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
-    from kernel.contracts import Archive
-    from kernel.contracts import Batcher
-    from kernel.contracts import Executor
-    from kernel.contracts import Fetched
-    from kernel.contracts import LoadContext
-    from kernel.contracts import NodeHandler
-    from kernel.contracts import Serializer
-    from kernel.contracts import Workflow
-    from kernel.core import Kernel
-    from kernel.settings import Settings
-    from kernel.spec import NodeSpec
+    from wfserve.kernel.contracts import Archive
+    from wfserve.kernel.contracts import Batcher
+    from wfserve.kernel.contracts import Executor
+    from wfserve.kernel.contracts import Fetched
+    from wfserve.kernel.contracts import LoadContext
+    from wfserve.kernel.contracts import NodeHandler
+    from wfserve.kernel.contracts import Serializer
+    from wfserve.kernel.contracts import Workflow
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.settings import Settings
+    from wfserve.kernel.spec import NodeSpec
 
 PROJECT = "wfserve"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -51,7 +52,7 @@ def wfserve_fetch(url: str, store: Path, settings: Settings, kind: str, reuse: s
     :param reuse: what this fetcher's ``Fetched.keep`` was for the same URL when a snapshot
         was written, or None; return that download again when it is still there and still
         yours, instead of fetching.
-    :returns: a :class:`~kernel.contracts.Fetched` (the path; how to delete what you made;
+    :returns: a :class:`~wfserve.kernel.contracts.Fetched` (the path; how to delete what you made;
         what to keep for reuse), or None when the URL's scheme is not this plugin's. Raise a
         ``WfserveError`` (``WorkflowNotFound``, ``DownloadFailed``...) when it is yours but fails.
         First non-None result wins; if none answers the kernel raises ``UnsupportedURL``.
@@ -66,7 +67,8 @@ def wfserve_open_archive(path: Path, workdir: Path, settings: Settings) -> Archi
     :param path: the local archive file or unpacked folder returned by ``wfserve_fetch``.
     :param workdir: an empty folder owned by the caller; nothing may be written outside it.
     :param settings: the server settings (``max_archive_size``, ``max_archive_entries``).
-    :returns: the opened :class:`~kernel.contracts.Archive`, or None when the format is not this
+    :returns: the opened :class:`~wfserve.kernel.contracts.Archive`, or None when the format is not
+    this
         plugin's. Raise ``BadArchive`` for a file that is yours but corrupt or unsafe.
         First non-None result wins; if none answers the kernel raises ``UnknownArchiveFormat``.
         Called from the registering thread.
@@ -98,7 +100,7 @@ def wfserve_make_batcher(node: NodeSpec, settings: Settings) -> Batcher | None:
 
     :param node: the node's spec; ``node.config`` holds batch-size, max-batch-delay, workers.
     :param settings: the server settings (``job_queue_size`` bounds the queue).
-    :returns: a :class:`~kernel.contracts.Batcher`, or None to leave it to another plugin.
+    :returns: a :class:`~wfserve.kernel.contracts.Batcher`, or None to leave it to another plugin.
         First non-None result wins. Called by the executor when it starts a workflow.
     """
 
@@ -112,8 +114,8 @@ def wfserve_make_executor(
     :param workflow: the workflow being registered, its spec, DAG and opened archives.
     :param settings: the server settings (``executor`` names the one the user chose).
     :param kernel: the kernel facade; the executor loads handlers and batchers and finds
-        serializers through ``kernel.hooks``.
-    :returns: an :class:`~kernel.contracts.Executor` (not yet started), or None when this
+        serializers through ``wfserve.kernel.hooks``.
+    :returns: an :class:`~wfserve.kernel.contracts.Executor` (not yet started), or None when this
         plugin is not the chosen executor. First non-None result wins. Called from the
         registering thread.
     """
@@ -151,7 +153,7 @@ def wfserve_serializer(content_type: str, obj: Any) -> Serializer | None:
         or ``""`` when unknown.
     :param obj: when encoding, the object to encode (lets a plugin pick by type, e.g. tensors);
         when decoding, the raw ``bytes``.
-    :returns: a :class:`~kernel.contracts.Serializer`, or None when neither the type nor the
+    :returns: a :class:`~wfserve.kernel.contracts.Serializer`, or None when neither the type nor the
         object is this plugin's. First non-None result wins. The kernel caches the answer per
         ``(content_type, type(obj))``: decide by type, never by value. Called from request
         threads.
@@ -216,7 +218,8 @@ def wfserve_spec_sections() -> dict[str, Callable[[Any], Any]] | None:
 def wfserve_settings() -> type | None:
     """Declare this plugin's settings.
 
-    :returns: a frozen dataclass whose fields are declared with :func:`kernel.settings.setting`
+    :returns: a frozen dataclass whose fields are declared with
+    :func:`wfserve.kernel.settings.setting`
         (type, default, help, TorchServe key), or None. Its fields join the one settings table:
         flags, ``WFSERVE_<NAME>`` variables, YAML and ``config.properties`` keys and
         ``wfserve settings``; names are unique across the table. Read the values with
@@ -239,7 +242,7 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 # --- lifecycle ------------------------------------------------------------------------------
 
 
-# Start-up runs in phases, in the order of :data:`kernel.startup.PHASES`: startup (prepare),
+# Start-up runs in phases, in the order of :data:`wfserve.kernel.startup.PHASES`: startup (prepare),
 # restore, register_configured, register_defaults, ready. Within one phase plugins are called
 # in pluggy's order, which must not matter; what must come first belongs to an earlier phase.
 
@@ -248,7 +251,8 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 def wfserve_startup(kernel: Kernel) -> None:
     """Start-up phase 1, prepare: make this server's plugin state, before any registration.
 
-    Keep the state in ``kernel.stash`` and register stateful plugin objects (their hooks then
+    Keep the state in ``kernel.stash`` and register stateful plugin objects (their hooks
+    then
     see every later phase and every registration event); write key files, start background
     work. Register no workflow here: every registration event must find the state in place.
 

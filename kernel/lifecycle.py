@@ -18,29 +18,29 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel.contracts import Archive
-from kernel.contracts import NodeState
-from kernel.contracts import Workflow
-from kernel.downloads import Fetcher
-from kernel.downloads import Release
-from kernel.downloads import discard
-from kernel.errors import BadRequest
-from kernel.errors import InvalidWorkflow
-from kernel.errors import ModelNotFound
-from kernel.errors import RegistrationFailed
-from kernel.errors import SpecError
-from kernel.errors import WfserveError
-from kernel.names import NAME_RULE
-from kernel.names import is_valid_name
-from kernel.redact import redact_url
-from kernel.registry import Registered
-from kernel.spec import parse_spec
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.downloads import Fetcher
+from wfserve.kernel.downloads import Release
+from wfserve.kernel.downloads import discard
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import InvalidWorkflow
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import RegistrationFailed
+from wfserve.kernel.errors import SpecError
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.names import NAME_RULE
+from wfserve.kernel.names import is_valid_name
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.registry import Registered
+from wfserve.kernel.spec import parse_spec
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
-    from kernel.settings import Settings
-    from kernel.spec import NodeSpec
-    from kernel.spec import WorkflowSpec
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.settings import Settings
+    from wfserve.kernel.spec import NodeSpec
+    from wfserve.kernel.spec import WorkflowSpec
 
 log = structlog.get_logger(__name__)
 DRAIN_SECONDS = 30.0

@@ -19,7 +19,7 @@ from typing import TextIO
 
 import structlog
 
-from kernel.settings import Settings
+from wfserve.kernel.settings import Settings
 
 #: fields of the node call being run on this thread (workflow, node, worker, request id): one
 #: context variable set per handler call, where binding each field with structlog's

@@ -22,49 +22,49 @@ from typing import Any
 
 import pluggy
 
-from kernel import hookspecs
-from kernel.contracts import Fetched
-from kernel.errors import NoPluginAnswered
-from kernel.errors import UnknownArchiveFormat
-from kernel.errors import UnsupportedURL
-from kernel.errors import UsageError
+from wfserve.kernel import hookspecs
+from wfserve.kernel.contracts import Fetched
+from wfserve.kernel.errors import NoPluginAnswered
+from wfserve.kernel.errors import UnknownArchiveFormat
+from wfserve.kernel.errors import UnsupportedURL
+from wfserve.kernel.errors import UsageError
 
 if TYPE_CHECKING:
     import argparse
 
-    from kernel.contracts import Archive
-    from kernel.contracts import ArchiveKind
-    from kernel.contracts import Batcher
-    from kernel.contracts import Executor
-    from kernel.contracts import LoadContext
-    from kernel.contracts import NodeHandler
-    from kernel.contracts import Serializer
-    from kernel.contracts import Workflow
-    from kernel.core import Kernel
-    from kernel.settings import Settings
-    from kernel.spec import NodeSpec
+    from wfserve.kernel.contracts import Archive
+    from wfserve.kernel.contracts import ArchiveKind
+    from wfserve.kernel.contracts import Batcher
+    from wfserve.kernel.contracts import Executor
+    from wfserve.kernel.contracts import LoadContext
+    from wfserve.kernel.contracts import NodeHandler
+    from wfserve.kernel.contracts import Serializer
+    from wfserve.kernel.contracts import Workflow
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.settings import Settings
+    from wfserve.kernel.spec import NodeSpec
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 AUTOLOAD_ENV = "WFSERVE_DISABLE_PLUGIN_AUTOLOAD"
 
 #: The default plugins, by module name, registered under the name without ``plugins.``.
 BUILTIN: tuple[str, ...] = (
-    "plugins.serializers",
-    "plugins.archives",
-    "plugins.archives.command",
-    "plugins.fetchers.local",
-    "plugins.fetchers.http",
-    "plugins.handlers",
-    "plugins.api",
-    "plugins.auth",
-    "plugins.cors",
-    "plugins.metrics",
-    "plugins.snapshot",
-    "plugins.batching",
-    "plugins.executors.threaded",
-    "plugins.executors.ray",
-    "plugins.example",
-    "plugins.gc_freeze",
+    "wfserve.plugins.serializers",
+    "wfserve.plugins.archives",
+    "wfserve.plugins.archives.command",
+    "wfserve.plugins.fetchers.local",
+    "wfserve.plugins.fetchers.http",
+    "wfserve.plugins.handlers",
+    "wfserve.plugins.api",
+    "wfserve.plugins.auth",
+    "wfserve.plugins.cors",
+    "wfserve.plugins.metrics",
+    "wfserve.plugins.snapshot",
+    "wfserve.plugins.batching",
+    "wfserve.plugins.executors.threaded",
+    "wfserve.plugins.executors.ray",
+    "wfserve.plugins.example",
+    "wfserve.plugins.gc_freeze",
 )
 
 
@@ -87,8 +87,9 @@ def declared_settings(hooks: Hooks, builtin: Iterable[str] = BUILTIN
 
 
 def short_name(module: str) -> str:
-    """``plugins.fetchers.http`` -> ``fetchers.http``: the name a built-in is registered under."""
-    return module.removeprefix("plugins.")
+    """``wfserve.plugins.fetchers.http`` -> ``fetchers.http``: the name a built-in is registered
+    under."""
+    return module.removeprefix("wfserve.plugins.")
 
 
 class PluginError(UsageError):
@@ -281,7 +282,7 @@ class Hooks:
     # lifecycle
     def startup(self, kernel: Kernel) -> None:
         """Start-up phase 1 only: every plugin prepares its state. A server starts with
-        :func:`kernel.startup.start`, which runs every phase in order."""
+        :func:`wfserve.kernel.startup.start`, which runs every phase in order."""
         self.pm.hook.wfserve_startup(kernel=kernel)
 
     def restore(self, kernel: Kernel) -> None:

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 
-from kernel.errors import UsageError
-from kernel.torchserve_keys import TS_VARIABLES
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.torchserve_keys import TS_VARIABLES
 
 #: read when no other config.properties is named and it exists, as TorchServe does
 TS_DEFAULT_CONFIG = "config.properties"
@@ -136,7 +136,7 @@ def resolve_env_references(props: Mapping[str, str], env: Mapping[str, str]
 
 def apply_ts_variables(props: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
     """With ``enable_envvars_config`` true (Java's ``Boolean.parseBoolean``), each variable of
-    :data:`~kernel.torchserve_keys.TS_VARIABLES` set in ``env`` overrides its key; for
+    :data:`~wfserve.kernel.torchserve_keys.TS_VARIABLES` set in ``env`` overrides its key; for
     ``TS_ALLOWED_URLS`` only when ``use_env_allowed_urls`` is also true (TorchServe)."""
     out = dict(props)
     if out.get("enable_envvars_config", "false").strip().lower() != "true":
@@ -153,7 +153,7 @@ def apply_ts_variables(props: Mapping[str, str], env: Mapping[str, str]) -> dict
 
 def read_properties(path: Path) -> dict[str, str]:
     """Read a Java ``.properties`` file (TorchServe's ``config.properties``): ``{key: value}``,
-    escapes processed as ``java.util.Properties`` does (:mod:`kernel.properties`).
+    escapes processed as ``java.util.Properties`` does (:mod:`wfserve.kernel.properties`).
 
     :raises UsageError: the file cannot be read, or holds a malformed ``\\uXXXX`` escape.
     """

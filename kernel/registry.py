@@ -23,12 +23,12 @@ from dataclasses import field
 from typing import Any
 from typing import TypeVar
 
-from kernel.contracts import Executor
-from kernel.contracts import Workflow
-from kernel.errors import BadRequest
-from kernel.errors import Conflict
-from kernel.errors import Unavailable
-from kernel.errors import WorkflowNotFound
+from wfserve.kernel.contracts import Executor
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import Conflict
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WorkflowNotFound
 
 #: TorchServe's page size when ``limit`` is absent, not an integer, negative or over 100.
 MAX_PAGE = 100

@@ -13,6 +13,7 @@ Plugin-specific settings live under ``plugins: {<name>: {...}}`` in the YAML and
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import typing
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -25,14 +26,15 @@ from typing import TypeVar
 
 import yaml
 
-from kernel.errors import UsageError
-from kernel.properties import read_ts_config
-from kernel.properties import ts_config_file
-from kernel.torchserve_keys import ignored_reason
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.properties import read_ts_config
+from wfserve.kernel.properties import ts_config_file
+from wfserve.kernel.torchserve_keys import ignored_reason
 
 S = TypeVar("S")
 ENV_PREFIX = "WFSERVE_"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "wfserve.yaml"
+#: the embedded default settings (package data of ``wfserve.conf``)
+DEFAULT_CONFIG = Path(str(importlib.resources.files("wfserve.conf") / "wfserve.yaml"))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -63,7 +65,8 @@ class Settings:
         "http://127.0.0.1:8082", "Metrics API bind address.", ts_key="metrics_address"
     )
     model_store: str = setting(
-        "model_store", "Folder model URLs (.mar) are resolved against.", ts_key="model_store"
+        ".wfserve/model_store", "Folder model URLs (.mar) are resolved against.",
+        ts_key="model_store",
     )
     workflow_store: str | None = setting(
         None, "Folder workflow URLs (.war) are resolved against; defaults to model_store.",
@@ -325,7 +328,8 @@ def load_settings(
     :param disabled: the settings classes of disabled plugins (class -> plugin name): their
         keys are reported in ``ignored``, not refused.
     :param ignored: gets ``(key, reason)`` for each key that is not used: a ``config.properties``
-        key wfserve does not use (:func:`~kernel.torchserve_keys.ignored_reason`), a key of a
+        key wfserve does not use (:func:`~wfserve.kernel.torchserve_keys.ignored_reason`), a key of
+        a
         disabled plugin; for the caller to report.
     :param lenient: skip unknown keys instead of refusing them (the first, kernel-only read
         that finds which plugins are disabled).

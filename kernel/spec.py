@@ -6,7 +6,8 @@ is a model node (``url`` required); a ``dag:`` node that is not a model is a fun
 run with one worker, batch 1 and no delay (TorchServe §3.9) but the global retry and timeout.
 
 Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we raise a
-:class:`~kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a global
+:class:`~wfserve.kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a
+global
 property applies to every model whatever its position in the file.
 """
 
@@ -23,11 +24,11 @@ from typing import Literal
 
 import yaml
 
-from kernel.dag import Dag
-from kernel.dag import java_map_string
-from kernel.errors import SpecError
-from kernel.names import NAME_RULE
-from kernel.names import is_valid_name
+from wfserve.kernel.dag import Dag
+from wfserve.kernel.dag import java_map_string
+from wfserve.kernel.errors import SpecError
+from wfserve.kernel.names import NAME_RULE
+from wfserve.kernel.names import is_valid_name
 
 #: property name -> (TorchServe default, smallest allowed value)
 PROPERTIES: dict[str, tuple[int, int]] = {

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel.plugins import Hooks
+from wfserve.kernel.plugins import Hooks
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 

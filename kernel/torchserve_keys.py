@@ -2,7 +2,7 @@
 
 A key is one of:
 
-- a setting: a :class:`~kernel.settings.Settings` field names it as its ``ts_key`` (read
+- a setting: a :class:`~wfserve.kernel.settings.Settings` field names it as its ``ts_key`` (read
   there; not listed here);
 - :data:`READ_BY_LOADER`: read while the file is loaded (``enable_envvars_config``...);
 - :data:`IGNORED`: it means nothing here; the reason is reported once at start and listed by

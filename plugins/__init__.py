@@ -1,1 +1,2 @@
-"""wfserve's default plugins, one package per kind of hook; see ``kernel.plugins.BUILTIN``."""
+"""wfserve's default plugins, one package per kind of hook; see
+``wfserve.kernel.plugins.BUILTIN``."""

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel import hookimpl
-from kernel.settings import setting
+from wfserve.kernel import hookimpl
+from wfserve.kernel.settings import setting
 
 if TYPE_CHECKING:
     import falcon
 
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 
 @dataclass(frozen=True)

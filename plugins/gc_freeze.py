@@ -6,7 +6,7 @@ collection: ~150 ms with the GIL held on the benchmark machine (``seq_wf`` and `
 loaded), a stall for every request in flight, and several µs per request on average. Frozen
 objects are skipped by every collection (reference counting still frees them).
 
-- at start-up, in the ready phase (``wfserve_ready``, :mod:`kernel.startup`), after every
+- at start-up, in the ready phase (``wfserve_ready``, :mod:`wfserve.kernel.startup`), after every
   start-up registration: collect once, then freeze;
 - after a workflow is registered, updated, scaled or unregistered later: a little later (once
   the management call's own references are gone), everything is unfrozen, collected once and
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel import hookimpl
-from kernel.settings import setting
-from kernel.stash import StashKey
+from wfserve.kernel import hookimpl
+from wfserve.kernel.settings import setting
+from wfserve.kernel.stash import StashKey
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 #: seconds after an unregistration before the collection that frees its reference cycles

@@ -7,16 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kernel import hookimpl
-from kernel.contracts import Archive
-from kernel.contracts import PredictRequest
-from kernel.contracts import Workflow
-from kernel.core import Kernel
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from kernel.spec import parse_spec
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import parse_spec
 
-BUILTIN = ("plugins.serializers", "plugins.batching", "plugins.executors.threaded")
+BUILTIN = ("wfserve.plugins.serializers", "wfserve.plugins.batching",
+           "wfserve.plugins.executors.threaded")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 Factory = Callable[[int], Callable[[list[dict], list], list]]
 

@@ -1,6 +1,6 @@
 """Test helpers: a real wfserve server (gunicorn) on ephemeral loopback ports.
 
-``WfserveServer`` starts ``python -m kernel.cli serve --foreground`` with three unused
+``WfserveServer`` starts ``python -m wfserve.kernel.cli serve --foreground`` with three unused
 127.0.0.1 ports, polls ``/ping`` until ready (with a deadline), and stops it with SIGTERM,
 then SIGKILL if it is stubborn. A port clash at start is retried with new ports.
 
@@ -79,7 +79,7 @@ class WfserveServer:
             "--inference-address", self.inference,
             "--management-address", self.management,
             "--metrics-address", self.metrics]
-        cmd = [sys.executable, "-m", "kernel.cli", "serve", "--foreground", *addresses,
+        cmd = [sys.executable, "-m", "wfserve.kernel.cli", "serve", "--foreground", *addresses,
                "--run-dir", str(self.workdir / "run"), *self.args]
         env = {**self.env, **{f"TEST_{s.upper()}_PORT": str(p) for s, p in self.ports.items()}}
         with open(self.log_path, "ab") as log:

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from plugins.fetchers.common import FetchSettings
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.fetchers.common import FetchSettings
 
-FETCHERS = ("plugins.archives", "plugins.fetchers.local", "plugins.fetchers.http")
+FETCHERS = ("wfserve.plugins.archives", "wfserve.plugins.fetchers.local",
+            "wfserve.plugins.fetchers.http")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 

@@ -8,34 +8,34 @@ from typing import Any
 
 import structlog
 
-from kernel import hookimpl
-from kernel.errors import Conflict
-from kernel.errors import WfserveError
-from kernel.lifecycle import register_workflow
-from kernel.lifecycle import unregister_workflow
-from plugins.api.logbatch import LOG_SINK
-from plugins.api.settings import ApiSettings
-from plugins.snapshot.settings import SnapshotSettings
+from wfserve.kernel import hookimpl
+from wfserve.kernel.errors import Conflict
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.lifecycle import register_workflow
+from wfserve.kernel.lifecycle import unregister_workflow
+from wfserve.plugins.api.logbatch import LOG_SINK
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.snapshot.settings import SnapshotSettings
 
 if TYPE_CHECKING:
     import argparse
 
-    from kernel.core import Kernel
-    from kernel.settings import Settings
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.api.settings.ApiSettings`."""
+    """:class:`~wfserve.plugins.api.settings.ApiSettings`."""
     return ApiSettings
 
 
 @hookimpl(tryfirst=True)
 def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
     """Built-in routes go first, so a plugin adding the same path replaces them."""
-    from plugins.api.routes import add_routes
+    from wfserve.plugins.api.routes import add_routes
 
     add_routes(app, kernel, surface)
 
@@ -44,10 +44,10 @@ def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
 def wfserve_serve(kernel: Kernel) -> int:
     """Default implementation: gunicorn, in the background unless ``foreground`` is set."""
     if not kernel.settings.of(ApiSettings).foreground:
-        from plugins.api.daemon import start_background
+        from wfserve.plugins.api.daemon import start_background
 
         return start_background(kernel.settings)
-    from plugins.api.server import serve
+    from wfserve.plugins.api.server import serve
 
     return serve(kernel)
 
@@ -55,8 +55,8 @@ def wfserve_serve(kernel: Kernel) -> int:
 @hookimpl
 def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
     """``wfserve stop`` and the client commands."""
-    from plugins.api.client import add_commands
-    from plugins.api.daemon import stop
+    from wfserve.plugins.api.client import add_commands
+    from wfserve.plugins.api.daemon import stop
 
     def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
         return stop(settings)

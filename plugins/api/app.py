@@ -9,7 +9,8 @@ port) the connection came in on: two surfaces on one port but different hosts (1
 Each app is a :class:`RoutedApp`: it records the surface every route was added for, which the
 request context middleware publishes as ``req.context.surface`` (for auth) and the OpenAPI
 document is generated from (``plugins/api/openapi.py``). Middleware: the API's own
-:class:`~plugins.api.middleware.RequestContext` first, then every ``wfserve_middleware`` result.
+:class:`~wfserve.plugins.api.middleware.RequestContext` first, then every ``wfserve_middleware``
+result.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from urllib.parse import urlsplit
 import falcon
 import structlog
 
-from kernel.errors import UsageError
-from plugins.api import errors
-from plugins.api.middleware import RequestContext
+from wfserve.kernel.errors import UsageError
+from wfserve.plugins.api import errors
+from wfserve.plugins.api.middleware import RequestContext
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 SURFACES = ("inference", "management", "metrics")

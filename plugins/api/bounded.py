@@ -1,6 +1,6 @@
 """Time bounds on a request body and on writing the answer, whatever pace the client keeps.
 
-``SO_RCVTIMEO`` (:mod:`plugins.api.worker`) only bounds a *stall*: a client that sends one
+``SO_RCVTIMEO`` (:mod:`wfserve.plugins.api.worker`) only bounds a *stall*: a client that sends one
 byte a second never stalls, and gunicorn's body reader loops on ``recv`` until it has what
 it was asked for, so such a client held an HTTP thread for as long as it liked. Likewise a
 client that reads its answer slowly kept the thread in ``sendall``.
@@ -20,7 +20,7 @@ thread per request, no timer per read).
 - :func:`write_alarm`, armed with :meth:`Watchdog.swap`, bounds writing an answer to
   ``write_timeout`` seconds; past it the socket is shut both ways and the write fails.
 
-Who arms what, per request, is :mod:`plugins.api.worker`'s WSGI wrapper (gunicorn's
+Who arms what, per request, is :mod:`wfserve.plugins.api.worker`'s WSGI wrapper (gunicorn's
 internals stay there).
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 
 import structlog
 
-from kernel.errors import BadRequest
-from plugins.api.settings import ApiSettings
+from wfserve.kernel.errors import BadRequest
+from wfserve.plugins.api.settings import ApiSettings
 
 log = structlog.get_logger(__name__)
 

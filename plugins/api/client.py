@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 
-from plugins.api.tls import client_verify
-from plugins.auth.settings import AuthSettings
+from wfserve.plugins.api.tls import client_verify
+from wfserve.plugins.auth.settings import AuthSettings
 
 if TYPE_CHECKING:
-    from kernel.settings import Settings
+    from wfserve.kernel.settings import Settings
 
 TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 
@@ -39,7 +39,7 @@ def _headers(args: argparse.Namespace, settings: Settings | None = None,
     """``Authorization: Bearer``: ``--token``, else the surface's key from the key file."""
     token = getattr(args, "token", None)
     if not token and settings is not None and surface:
-        from plugins.auth.keys import read_key
+        from wfserve.plugins.auth.keys import read_key
 
         token = read_key(Path(settings.of(AuthSettings).key_file), surface)
     return {"Authorization": f"Bearer {token}"} if token else {}

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 import httpx
 import yaml
 
-from kernel.settings import flat_values
-from plugins.api.tls import client_verify
+from wfserve.kernel.settings import flat_values
+from wfserve.plugins.api.tls import client_verify
 
 if TYPE_CHECKING:
-    from kernel.settings import Settings
+    from wfserve.kernel.settings import Settings
 
 READY_SECONDS = 120.0
 STOP_SECONDS = 40.0
@@ -63,7 +63,8 @@ def start_background(settings: Settings) -> int:
     log_path = run_dir / "wfserve.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "kernel.cli", "serve", "--foreground", "--config", str(frozen)],
+            [sys.executable, "-m", "wfserve.kernel.cli", "serve", "--foreground", "--config",
+             str(frozen)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

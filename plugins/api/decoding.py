@@ -1,11 +1,11 @@
 """Request bodies to the root node's input row, and request headers to the ones handlers
 see, as TorchServe builds them (research §3.2; ``otf_message_handler._retrieve_input_data``).
 
-The row is an :class:`~kernel.contracts.InputRow`: each parameter with its content type.
+The row is an :class:`~wfserve.kernel.contracts.InputRow`: each parameter with its content type.
 
 - ``multipart/form-data``: one entry per field, named after the field; a part with its own
   content type (a file part) is decoded by it, a plain field stays raw (type ``""``). Parsed
-  by :mod:`plugins.api.multipart`, bounded by ``max_multipart_parts`` and
+  by :mod:`wfserve.plugins.api.multipart`, bounded by ``max_multipart_parts`` and
   ``max_multipart_depth``; a body whose framing it cannot parse is a 400, never a server error.
 - ``application/x-www-form-urlencoded``: one entry per field, raw (type ``""``).
 - anything else: one entry ``body`` (type: the request's media type without parameters)
@@ -30,14 +30,14 @@ from urllib.parse import parse_qsl
 
 import structlog
 
-from kernel.contracts import InputRow
-from kernel.errors import BadRequest
-from kernel.errors import TooLarge
-from kernel.errors import WfserveError
-from kernel.redact import clip
-from plugins.api.multipart import MultipartLimits
-from plugins.api.multipart import parse_form
-from plugins.serializers.pretty_json import dumps_indent2
+from wfserve.kernel.contracts import InputRow
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.redact import clip
+from wfserve.plugins.api.multipart import MultipartLimits
+from wfserve.plugins.api.multipart import parse_form
+from wfserve.plugins.serializers.pretty_json import dumps_indent2
 
 if TYPE_CHECKING:
     import falcon

@@ -12,8 +12,8 @@ from typing import Any
 import falcon
 import structlog
 
-from kernel import errors
-from plugins.serializers.pretty_json import dumps_indent2
+from wfserve.kernel import errors
+from wfserve.plugins.serializers.pretty_json import dumps_indent2
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ def _answer(resp: falcon.Response, code: int, type_: str, message: str) -> None:
 
 def handle_kernel_error(req: falcon.Request, resp: falcon.Response, exc: Exception,
                         params: dict[str, Any]) -> None:
-    """Falcon error handler for every :class:`~kernel.errors.WfserveError`."""
+    """Falcon error handler for every :class:`~wfserve.kernel.errors.WfserveError`."""
     assert isinstance(exc, errors.WfserveError)
     code = status_of(exc)
     if code >= 500:

@@ -1,5 +1,5 @@
 """Inference API resources (port 8080): ``/wfpredict`` and ``/ping``; ``/predictions`` on a node
-is :mod:`plugins.api.model_call`."""
+is :mod:`wfserve.plugins.api.model_call`."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from typing import Any
 
 import falcon
 
-from kernel.contracts import PredictRequest
-from kernel.errors import Timeout
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
-from plugins.api import inline
-from plugins.api.decoding import build_row
-from plugins.api.decoding import handler_headers
-from plugins.api.decoding import json_pretty
-from plugins.api.decoding import read_body
-from plugins.api.multipart import MultipartLimits
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.errors import Timeout
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.api import inline
+from wfserve.plugins.api.decoding import build_row
+from wfserve.plugins.api.decoding import handler_headers
+from wfserve.plugins.api.decoding import json_pretty
+from wfserve.plugins.api.decoding import read_body
+from wfserve.plugins.api.multipart import MultipartLimits
 
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 #: seconds a response may take beyond the request's own deadline before we stop waiting
 GRACE = 1.0
@@ -43,7 +43,7 @@ class Predicting:
         return self.kernel.hooks.serializer(content_type, data).deserialize(data)
 
     def _row(self, req: falcon.Request, body: bytes) -> dict[str, Any]:
-        """The root input row (an :class:`~kernel.contracts.InputRow`), a form bounded by
+        """The root input row (an :class:`~wfserve.kernel.contracts.InputRow`), a form bounded by
         ``max_multipart_parts``/``_depth``; remembers the body's length for :meth:`_request`."""
         req.context.body_length = len(body)
         limits = MultipartLimits.from_settings(self.kernel.settings)
@@ -51,7 +51,7 @@ class Predicting:
 
     def _request(self, req: falcon.Request, row: dict[str, Any]) -> PredictRequest:
         """The request for ``row``: the headers as handlers see them
-        (:func:`~plugins.api.decoding.handler_headers`), the request id, the deadline."""
+        (:func:`~wfserve.plugins.api.decoding.handler_headers`), the request id, the deadline."""
         timeout = self.kernel.settings.default_response_timeout
         length = getattr(req.context, "body_length", None)
         if length is None:

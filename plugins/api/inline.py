@@ -4,9 +4,10 @@ PERF: no thread handoff per request (measured in ``bench/floors.py``: ``executor
 ``executor_handoff``). The API lends its thread only where it can keep the promise that every
 request is answered by its deadline even when a node hangs on that thread: a plain HTTP/1.x
 request served by the wfserve worker class, whose WSGI environ holds a socket writer
-(:data:`~plugins.api.rescue.RESCUE_KEY`). The thread is offered to the executor through the
-threaded engine's seam (:mod:`plugins.executors.threaded.inline`); the request's future is
-watched by a :class:`~plugins.api.rescue.Rescue` before any node runs here, which answers on the
+(:data:`~wfserve.plugins.api.rescue.RESCUE_KEY`). The thread is offered to the executor through the
+threaded engine's seam (:mod:`wfserve.plugins.executors.threaded.inline`); the request's future is
+watched by a :class:`~wfserve.plugins.api.rescue.Rescue` before any node runs here, which answers
+on the
 socket from another thread should the request settle while a node still holds this one.
 Anything else (another server, TLS, HTTP/2, another engine) is a plain ``submit``.
 """
@@ -17,11 +18,11 @@ import concurrent.futures
 from collections.abc import Mapping
 from typing import Any
 
-from kernel.contracts import Executor
-from kernel.contracts import PredictRequest
-from plugins.api.rescue import RESCUE_KEY
-from plugins.api.rescue import Rescue
-from plugins.executors.threaded.inline import offered
+from wfserve.kernel.contracts import Executor
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.plugins.api.rescue import RESCUE_KEY
+from wfserve.plugins.api.rescue import Rescue
+from wfserve.plugins.executors.threaded.inline import offered
 
 
 def submit(executor: Executor, request: PredictRequest, environ: Mapping[str, Any],

@@ -22,16 +22,16 @@ import threading
 from typing import TYPE_CHECKING
 from typing import TextIO
 
-from kernel.logs import configure_logging
-from kernel.stash import StashKey
-from plugins.api.settings import ApiSettings
+from wfserve.kernel.logs import configure_logging
+from wfserve.kernel.stash import StashKey
+from wfserve.plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 
 class BatchedSink:
-    """A :class:`kernel.logs.LineSink` that batches non-urgent lines for ``interval`` s."""
+    """A :class:`wfserve.kernel.logs.LineSink` that batches non-urgent lines for ``interval`` s."""
 
     def __init__(self, stream: TextIO, interval: float) -> None:
         self.stream = stream

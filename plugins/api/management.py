@@ -13,25 +13,25 @@ from typing import Any
 import falcon
 import yaml
 
-from kernel.contracts import NodeState
-from kernel.contracts import WorkerState
-from kernel.errors import BadRequest
-from kernel.errors import MethodNotAllowed
-from kernel.lifecycle import register_workflow
-from kernel.lifecycle import unregister_workflow
-from kernel.lifecycle import update_workflow
-from kernel.redact import redact_url
-from kernel.registry import page
-from plugins.api.decoding import json_pretty
-from plugins.api.decoding import media_type
-from plugins.api.decoding import read_body
-from plugins.api.inference import Predicting
-from plugins.api.model_call import apply_response
-from plugins.api.model_call import call_node
-from plugins.api.model_call import check_version
-from plugins.api.model_call import find_node
-from plugins.api.model_call import model_version
-from plugins.api.model_call import with_headers
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import WorkerState
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import MethodNotAllowed
+from wfserve.kernel.lifecycle import register_workflow
+from wfserve.kernel.lifecycle import unregister_workflow
+from wfserve.kernel.lifecycle import update_workflow
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.registry import page
+from wfserve.plugins.api.decoding import json_pretty
+from wfserve.plugins.api.decoding import media_type
+from wfserve.plugins.api.decoding import read_body
+from wfserve.plugins.api.inference import Predicting
+from wfserve.plugins.api.model_call import apply_response
+from wfserve.plugins.api.model_call import call_node
+from wfserve.plugins.api.model_call import check_version
+from wfserve.plugins.api.model_call import find_node
+from wfserve.plugins.api.model_call import model_version
+from wfserve.plugins.api.model_call import with_headers
 
 #: TorchServe's 405 message (the same text as Falcon's own 405 answers)
 NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
@@ -41,11 +41,11 @@ STARTUP_TIMEOUT = 120
 MAX_RETRY_TIMEOUT_S = 300
 
 if TYPE_CHECKING:
-    from kernel.contracts import Archive
-    from kernel.contracts import ResponseMeta
-    from kernel.core import Kernel
-    from kernel.registry import Registered
-    from kernel.spec import NodeSpec
+    from wfserve.kernel.contracts import Archive
+    from wfserve.kernel.contracts import ResponseMeta
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.registry import Registered
+    from wfserve.kernel.spec import NodeSpec
 
 
 def _int_param(req: falcon.Request, name: str, default: int) -> int:

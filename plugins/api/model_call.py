@@ -4,10 +4,10 @@ As TorchServe's ``InferenceRequestHandler.handlePredictions`` and ``RestJob.resp
 do for any model: the body (never the query) is the input row; the request headers gain
 ``url_path`` (the path after the version, else empty) and ``explain`` (``"True"`` on
 ``/explanations``, else ``"False"``); the handler runs once (see
-:meth:`~kernel.contracts.Executor.submit_node`); the answer is its output as bytes, with the
+:meth:`~wfserve.kernel.contracts.Executor.submit_node`); the answer is its output as bytes, with the
 status, Content-Type and headers the handler set on its context, and no Content-Type at all
 when it set none. Failures answer TorchServe's status and message
-(:mod:`plugins.executors.failures`).
+(:mod:`wfserve.plugins.executors.failures`).
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from typing import TYPE_CHECKING
 import falcon
 import structlog
 
-from kernel.contracts import PredictRequest
-from kernel.contracts import ResponseMeta
-from kernel.errors import ModelNotFound
-from kernel.errors import ModelVersionNotFound
-from kernel.errors import PredictionFailed
-from kernel.errors import Timeout
-from kernel.errors import WfserveError
-from plugins.api.decoding import read_body
-from plugins.api.inference import GRACE
-from plugins.api.inference import Predicting
-from plugins.executors.failures import UNSUPPORTED_OUTPUT
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import ResponseMeta
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import ModelVersionNotFound
+from wfserve.kernel.errors import PredictionFailed
+from wfserve.kernel.errors import Timeout
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.api.decoding import read_body
+from wfserve.plugins.api.inference import GRACE
+from wfserve.plugins.api.inference import Predicting
+from wfserve.plugins.executors.failures import UNSUPPORTED_OUTPUT
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
-    from kernel.registry import Registered
-    from kernel.spec import NodeSpec
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.registry import Registered
+    from wfserve.kernel.spec import NodeSpec
 
 log = structlog.get_logger(__name__)
 #: response headers the server owns: a handler's values for them are ignored

@@ -23,8 +23,8 @@ padding after a delimiter, folded header lines, quoted or bare parameter values,
 without a blank line (all headers, empty value). Header bytes are read as UTF-8, or Latin-1
 when they are not UTF-8.
 
-Every refusal is a :class:`~kernel.errors.BadRequest` (400), the part count a
-:class:`~kernel.errors.TooLarge` (413).
+Every refusal is a :class:`~wfserve.kernel.errors.BadRequest` (400), the part count a
+:class:`~wfserve.kernel.errors.TooLarge` (413).
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from kernel.errors import BadRequest
-from kernel.errors import TooLarge
-from kernel.redact import clip
-from kernel.settings import Settings
-from plugins.api.settings import ApiSettings
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.redact import clip
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

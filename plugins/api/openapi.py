@@ -19,7 +19,7 @@ from typing import Any
 import falcon
 
 if TYPE_CHECKING:
-    from plugins.api.app import Route
+    from wfserve.plugins.api.app import Route
 
 OPENAPI_VERSION = "3.0.3"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")

@@ -1,7 +1,7 @@
 """Answering a request from another thread when its HTTP thread is stuck in a node.
 
 The inference API lets the executor run a workflow's nodes on the HTTP thread itself
-(:mod:`plugins.api.inline`): no thread handoff per request. The price is that a handler
+(:mod:`wfserve.plugins.api.inline`): no thread handoff per request. The price is that a handler
 that hangs there holds the HTTP thread. The promise stays that every request is answered by
 its deadline: the watchdog abandons the attempt and retries it elsewhere or fails the request,
 which settles its future on another thread. :class:`Rescue` then starts a short-lived thread
@@ -13,7 +13,7 @@ shuts the socket. An HTTP thread that comes back while that answer is being writ
 it to finish, finds the request answered and writes nothing (gunicorn's write to the shut
 socket fails quietly and the connection is closed): a client never gets two answers.
 
-The worker class (:mod:`plugins.api.worker`) puts :data:`RESCUE_KEY` in the WSGI environ of
+The worker class (:mod:`wfserve.plugins.api.worker`) puts :data:`RESCUE_KEY` in the WSGI environ of
 plain HTTP/1.x requests: a function that writes one such answer to the request's socket.
 Without it (another server, TLS, HTTP/2), the API does not lend the HTTP thread.
 """
@@ -31,9 +31,9 @@ from typing import Any
 
 import structlog
 
-from kernel.errors import WfserveError
-from plugins.api.errors import error_body
-from plugins.api.errors import status_of
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.api.errors import error_body
+from wfserve.plugins.api.errors import status_of
 
 log = structlog.get_logger(__name__)
 

@@ -8,23 +8,23 @@ from typing import Any
 import falcon
 import prometheus_client
 
-from plugins.api.inference import Ping
-from plugins.api.inference import WorkflowPrediction
-from plugins.api.management import ModelCollection
-from plugins.api.management import ModelItem
-from plugins.api.management import WorkflowCollection
-from plugins.api.management import WorkflowItem
-from plugins.api.model_call import NodeExplanation
-from plugins.api.model_call import NodePrediction
-from plugins.api.openapi import ApiDescription
-from plugins.api.openapi import RootOptions
-from plugins.api.versions import DefaultVersion
-from plugins.api.versions import NodeScale
-from plugins.api.versions import WorkflowVersion
-from plugins.api.versions import WorkflowVersions
+from wfserve.plugins.api.inference import Ping
+from wfserve.plugins.api.inference import WorkflowPrediction
+from wfserve.plugins.api.management import ModelCollection
+from wfserve.plugins.api.management import ModelItem
+from wfserve.plugins.api.management import WorkflowCollection
+from wfserve.plugins.api.management import WorkflowItem
+from wfserve.plugins.api.model_call import NodeExplanation
+from wfserve.plugins.api.model_call import NodePrediction
+from wfserve.plugins.api.openapi import ApiDescription
+from wfserve.plugins.api.openapi import RootOptions
+from wfserve.plugins.api.versions import DefaultVersion
+from wfserve.plugins.api.versions import NodeScale
+from wfserve.plugins.api.versions import WorkflowVersion
+from wfserve.plugins.api.versions import WorkflowVersions
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 
 class Metrics:

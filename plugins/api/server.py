@@ -1,7 +1,8 @@
 """``wfserve serve``: gunicorn (gthread) serving the three surfaces from one worker process.
 
 The registry and the models live in the worker, so the app is built after the fork
-(``load``), where the start-up phases run (:func:`kernel.startup.start`: restoring snapshots,
+(``load``), where the start-up phases run (:func:`wfserve.kernel.startup.start`: restoring
+snapshots,
 registering ``workflows``...); ``wfserve_shutdown`` runs when the worker exits. Settings
 for gunicorn itself come from ``conf/gunicorn.conf.py``; binds, threads and worker count
 from wfserve's settings.
@@ -9,6 +10,7 @@ from wfserve's settings.
 
 from __future__ import annotations
 
+import importlib.resources
 import ipaddress
 import logging
 import os
@@ -24,25 +26,26 @@ import structlog
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from kernel.errors import UsageError
-from kernel.startup import start
-from plugins.api.app import bound_address
-from plugins.api.app import create_wsgi
-from plugins.api.app import surface_addresses
-from plugins.api.app import tls_binds
-from plugins.api.bounded import Bounds
-from plugins.api.logbatch import batch_logs
-from plugins.api.settings import ApiSettings
-from plugins.api.tls import server_context
-from plugins.api.worker import worker_class
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.startup import start
+from wfserve.plugins.api.app import bound_address
+from wfserve.plugins.api.app import create_wsgi
+from wfserve.plugins.api.app import surface_addresses
+from wfserve.plugins.api.app import tls_binds
+from wfserve.plugins.api.bounded import Bounds
+from wfserve.plugins.api.logbatch import batch_logs
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.tls import server_context
+from wfserve.plugins.api.worker import worker_class
 
 if TYPE_CHECKING:
     import ssl
 
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
-GUNICORN_CONF = Path(__file__).resolve().parents[2] / "conf" / "gunicorn.conf.py"
+#: gunicorn's own settings (package data of ``wfserve.conf``)
+GUNICORN_CONF = Path(str(importlib.resources.files("wfserve.conf") / "gunicorn.conf.py"))
 
 
 def is_loopback(host: str) -> bool:
@@ -61,7 +64,7 @@ def check_binds(kernel: Kernel) -> list[str]:
     """The distinct ``host:port`` binds; refuses a remote management bind unless allowed.
 
     Two surfaces whose addresses name one local address (``localhost:P`` and ``127.0.0.1:P``)
-    share one bind, as :func:`~plugins.api.app.create_wsgi` shares their app."""
+    share one bind, as :func:`~wfserve.plugins.api.app.create_wsgi` shares their app."""
     addresses = surface_addresses(kernel)
     host, _ = addresses["management"]
     if not is_loopback(host) and not kernel.settings.of(ApiSettings).allow_remote_management:
@@ -83,7 +86,7 @@ def check_binds(kernel: Kernel) -> list[str]:
 
 def tls_contexts(kernel: Kernel) -> dict[tuple[str, int], ssl.SSLContext]:
     """The TLS context of each ``https://`` bind (one context, made once, shared by all:
-    :func:`~plugins.api.tls.server_context`); empty when every address is plain HTTP."""
+    :func:`~wfserve.plugins.api.tls.server_context`); empty when every address is plain HTTP."""
     binds = tls_binds(kernel)
     if not binds:
         return {}

@@ -40,13 +40,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from kernel.errors import UsageError
-from plugins.api.settings import ApiSettings
+from wfserve.kernel.errors import UsageError
+from wfserve.plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-    from kernel.settings import Settings
+    from wfserve.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 SELF_SIGNED_NAME = "self-signed.pem"

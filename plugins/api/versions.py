@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from kernel.errors import BadRequest
-from kernel.errors import ModelNotFound
-from kernel.lifecycle import scale_node
-from kernel.lifecycle import set_default_version
-from kernel.lifecycle import unregister_workflow
-from plugins.api.management import _send
-from plugins.api.management import describe
-from plugins.api.management import node_view
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.lifecycle import scale_node
+from wfserve.kernel.lifecycle import set_default_version
+from wfserve.kernel.lifecycle import unregister_workflow
+from wfserve.plugins.api.management import _send
+from wfserve.plugins.api.management import describe
+from wfserve.plugins.api.management import node_view
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 #: query parameter -> (executor keyword, smallest value allowed)
 SCALE_PARAMS = {

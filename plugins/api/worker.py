@@ -18,8 +18,8 @@ accepts inherits (Linux copies it at ``accept``; Python's ``setblocking(True)`` 
 alone): a read that waits longer than ``request_read_timeout`` fails and the connection is
 closed.
 
-Bounded bodies and answers (:mod:`plugins.api.bounded`): ``wsgi.input`` is wrapped in a
-:class:`~plugins.api.bounded.BoundedInput` (total body time, minimum average rate) and the
+Bounded bodies and answers (:mod:`wfserve.plugins.api.bounded`): ``wsgi.input`` is wrapped in a
+:class:`~wfserve.plugins.api.bounded.BoundedInput` (total body time, minimum average rate) and the
 answer's write is bounded by ``response_write_timeout``, both enforced by one watchdog thread
 that shuts a late connection's socket down.
 
@@ -36,7 +36,7 @@ TLS per address: gunicorn's TLS settings apply to every bind, but each wfserve a
 its own scheme (inference may be ``https://`` while management stays plain HTTP on loopback).
 So gunicorn's own TLS stays off, and a connection accepted on a listener whose address is in
 ``tls`` gets a :class:`TlsConfig`, gunicorn's config with ``is_ssl`` true and wfserve's
-context (:mod:`plugins.api.tls`): gunicorn then wraps that socket, sets ``wsgi.url_scheme``
+context (:mod:`wfserve.plugins.api.tls`): gunicorn then wraps that socket, sets ``wsgi.url_scheme``
 to ``https`` and serves it as usual. The wrapped socket is a :class:`TimedTLSSocket`: with
 TLS a kernel receive timeout would make ``ssl`` retry the read for ever, so the handshake and
 every read use a socket timeout of ``read_timeout`` instead. Body and answer bounds apply to
@@ -65,15 +65,15 @@ from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from plugins.api.app import SOCKET_KEY
-from plugins.api.bounded import BoundedInput
-from plugins.api.bounded import Bounds
-from plugins.api.bounded import Watchdog
-from plugins.api.bounded import context_of
-from plugins.api.bounded import shut
-from plugins.api.bounded import write_alarm
-from plugins.api.rescue import RESCUE_KEY
-from plugins.api.rescue import write_answer
+from wfserve.plugins.api.app import SOCKET_KEY
+from wfserve.plugins.api.bounded import BoundedInput
+from wfserve.plugins.api.bounded import Bounds
+from wfserve.plugins.api.bounded import Watchdog
+from wfserve.plugins.api.bounded import context_of
+from wfserve.plugins.api.bounded import shut
+from wfserve.plugins.api.bounded import write_alarm
+from wfserve.plugins.api.rescue import RESCUE_KEY
+from wfserve.plugins.api.rescue import write_answer
 
 #: seconds a thread waits for the next request on the connection it just answered
 LINGER_S = 0.001
@@ -169,8 +169,8 @@ def timed_tls(context: ssl.SSLContext, read_timeout: float) -> ssl.SSLContext:
 class TimedThreadWorker(ThreadWorker):
     """gthread, with :func:`bound_reads` on every connection, bounded bodies and answers,
     no body drain after an early answer, and lingering keep-alives; the WSGI environ carries
-    :data:`~plugins.api.rescue.RESCUE_KEY`, a writer of one answer to the request's socket
-    from another thread (:mod:`plugins.api.rescue`)."""
+    :data:`~wfserve.plugins.api.rescue.RESCUE_KEY`, a writer of one answer to the request's socket
+    from another thread (:mod:`wfserve.plugins.api.rescue`)."""
 
     read_timeout: float = 30.0
     linger: float = LINGER_S

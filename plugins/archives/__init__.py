@@ -4,7 +4,8 @@ The forms are those the official archivers write and TorchServe reads (research 
 ``x.war`` / ``x.mar`` are zip files (deflated or stored); any other archive file is a tar
 (``--archive-format tgz`` writes ``<name>.tar.gz`` whose entries sit under ``<name>/``); a
 folder is a ``--archive-format no-archive`` model. When the manifest is not at the top, the
-only sub-folder is used, as TorchServe does. Extraction is safe (:mod:`plugins.archives.extract`);
+only sub-folder is used, as TorchServe does. Extraction is safe
+(:mod:`wfserve.plugins.archives.extract`);
 a folder is copied under ``workdir`` with the same checks, so handlers never write into it.
 
 The kind (``war``/``mar``) is the manifest the archive holds; a file named ``.war`` must hold
@@ -19,22 +20,22 @@ from typing import Literal
 
 import structlog
 
-from kernel import hookimpl
-from kernel.contracts import Archive
-from kernel.contracts import ArchiveKind
-from kernel.redact import clip
-from kernel.settings import Settings
-from plugins.archives.extract import Limits
-from plugins.archives.extract import bad
-from plugins.archives.extract import clear_new
-from plugins.archives.extract import copy_folder
-from plugins.archives.extract import extract_tar
-from plugins.archives.extract import extract_zip
-from plugins.archives.manifest import MANIFESTS
-from plugins.archives.manifest import find_root
-from plugins.archives.manifest import kind_of
-from plugins.archives.manifest import to_archive
-from plugins.archives.sniff import sniff
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import ArchiveKind
+from wfserve.kernel.redact import clip
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.archives.extract import Limits
+from wfserve.plugins.archives.extract import bad
+from wfserve.plugins.archives.extract import clear_new
+from wfserve.plugins.archives.extract import copy_folder
+from wfserve.plugins.archives.extract import extract_tar
+from wfserve.plugins.archives.extract import extract_zip
+from wfserve.plugins.archives.manifest import MANIFESTS
+from wfserve.plugins.archives.manifest import find_root
+from wfserve.plugins.archives.manifest import kind_of
+from wfserve.plugins.archives.manifest import to_archive
+from wfserve.plugins.archives.sniff import sniff
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ def detect_format(path: Path) -> Format | None:
 
     ``.war``/``.mar``/``.zip`` are zip by name (whatever their bytes); ``.tar.gz``, ``.tgz``,
     ``.tar`` are tar by name; any other file is recognised by its first bytes
-    (:func:`plugins.archives.sniff.sniff`: magic numbers and at most one tar header, never
+    (:func:`wfserve.plugins.archives.sniff.sniff`: magic numbers and at most one tar header, never
     ``tarfile``, which would read a long name before any cap).
     """
     if path.is_dir():

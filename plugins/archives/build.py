@@ -22,9 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kernel.errors import UsageError
-from kernel.names import NAME_RULE
-from kernel.names import is_valid_name
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.names import NAME_RULE
+from wfserve.kernel.names import is_valid_name
 
 #: TorchServe's built-in handler names (the model archiver does not copy these).
 TS_BUILTINS = frozenset({

@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from kernel import hookimpl
-from kernel.settings import Settings
-from plugins.archives.build import build_mar
-from plugins.archives.build import build_war
+from wfserve.kernel import hookimpl
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.archives.build import build_mar
+from wfserve.plugins.archives.build import build_war
 
 
 def _files(value: str | None) -> list[Path]:

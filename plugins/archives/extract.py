@@ -7,8 +7,8 @@ counted again while copying so that a lying header cannot exceed it. Files are c
 ``open(..., "xb")`` under the target folder only, never through ``extractall``.
 
 Headers are capped before the libraries read what they announce: a zip's central directory is
-checked first (:mod:`plugins.archives.zipdir`), a tar's extended headers as they come
-(:mod:`plugins.archives.headers`). Entry names and exception texts are clipped in messages.
+checked first (:mod:`wfserve.plugins.archives.zipdir`), a tar's extended headers as they come
+(:mod:`wfserve.plugins.archives.headers`). Entry names and exception texts are clipped in messages.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import IO
 
-from kernel.redact import clip
-from kernel.settings import Settings
-from plugins.archives.headers import open_tar
-from plugins.archives.refuse import bad
-from plugins.archives.refuse import too_large
-from plugins.archives.zipdir import check_zip
+from wfserve.kernel.redact import clip
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.archives.headers import open_tar
+from wfserve.plugins.archives.refuse import bad
+from wfserve.plugins.archives.refuse import too_large
+from wfserve.plugins.archives.zipdir import check_zip
 
 _CHUNK = 1024 * 1024
 
@@ -150,7 +150,7 @@ def extract_tar(source: Path, root: Path, limits: Limits) -> None:
 
     Members are checked one by one as the stream is read, so a huge or hostile archive is
     refused before it is fully read; extended headers (long names, pax) are capped before
-    they are read (:mod:`plugins.archives.headers`).
+    they are read (:mod:`wfserve.plugins.archives.headers`).
 
     :raises BadArchive: not a tar, truncated or corrupt, or an unsafe entry.
     :raises TooLarge: past ``limits``.

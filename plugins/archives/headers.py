@@ -27,10 +27,10 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from kernel.errors import BadArchive
-from kernel.redact import clip
-from plugins.archives.refuse import bad
-from plugins.archives.refuse import too_large
+from wfserve.kernel.errors import BadArchive
+from wfserve.kernel.redact import clip
+from wfserve.plugins.archives.refuse import bad
+from wfserve.plugins.archives.refuse import too_large
 
 #: the largest one GNU long-name/long-link or pax header may be (a path is under 4 KiB)
 EXTENDED_HEADER_MAX = 64 * 1024

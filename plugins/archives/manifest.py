@@ -14,11 +14,11 @@ from pathlib import Path
 from pathlib import PurePosixPath
 from typing import Any
 
-from kernel.contracts import Archive
-from kernel.contracts import ArchiveKind
-from kernel.errors import BadArchive
-from kernel.errors import InvalidWorkflow
-from kernel.redact import clip
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import ArchiveKind
+from wfserve.kernel.errors import BadArchive
+from wfserve.kernel.errors import InvalidWorkflow
+from wfserve.kernel.redact import clip
 
 WAR_MANIFEST = "WAR-INF/MANIFEST.json"
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"

@@ -1,7 +1,8 @@
 """The two ways an archive is refused: ``BadArchive`` (unsafe or broken) and ``TooLarge``.
 
 Messages name the file and the reason. Any text taken from the archive (an entry name, an
-exception's message) is clipped with :func:`kernel.redact.clip` where it is put in; the reason
+exception's message) is clipped with :func:`wfserve.kernel.redact.clip` where it is put in; the
+reason
 as a whole is clipped again here, so no refusal can carry megabytes into an answer or a log.
 """
 
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernel.errors import BadArchive
-from kernel.errors import TooLarge
-from kernel.redact import clip
+from wfserve.kernel.errors import BadArchive
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.redact import clip
 
 #: the longest reason a refusal states (the clipped outside texts it quotes fit well under it)
 REASON_LIMIT = 2048

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from kernel.errors import TooLarge
-from plugins.archives.refuse import bad
-from plugins.archives.refuse import too_large
+from wfserve.kernel.errors import TooLarge
+from wfserve.plugins.archives.refuse import bad
+from wfserve.plugins.archives.refuse import too_large
 
 #: the largest central directory accepted (10 000 entries with long names take about 3 MiB)
 DIRECTORY_MAX = 64 * 1024 * 1024

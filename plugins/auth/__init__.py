@@ -2,7 +2,7 @@
 ``disable_token_authorization`` (``--disable-token-auth``) is set.
 
 At start-up the keys are made and written to ``key_file`` (``key_file.json`` in the current
-folder, as TorchServe does); each API app gets a :class:`~plugins.auth.middleware.TokenAuth`
+folder, as TorchServe does); each API app gets a :class:`~wfserve.plugins.auth.middleware.TokenAuth`
 middleware and the management API gets ``/token`` for rotating a key.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import structlog
 
-from kernel import hookimpl
-from kernel.stash import StashKey
-from plugins.auth.keys import KeyStore
-from plugins.auth.settings import AuthSettings
+from wfserve.kernel import hookimpl
+from wfserve.kernel.stash import StashKey
+from wfserve.plugins.auth.keys import KeyStore
+from wfserve.plugins.auth.settings import AuthSettings
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 KEYS = StashKey[KeyStore]()
@@ -46,7 +46,7 @@ def enabled(kernel: Kernel) -> bool:
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.auth.settings.AuthSettings`."""
+    """:class:`~wfserve.plugins.auth.settings.AuthSettings`."""
     return AuthSettings
 
 
@@ -61,7 +61,7 @@ def wfserve_startup(kernel: Kernel) -> None:
 def wfserve_add_routes(app: Any, kernel: Kernel, surface: str) -> None:
     """``/token`` on the management API."""
     if enabled(kernel) and surface == "management":
-        from plugins.auth.middleware import TokenRotation
+        from wfserve.plugins.auth.middleware import TokenRotation
 
         app.add_route("/token", TokenRotation(keys_for(kernel)))
 
@@ -71,6 +71,6 @@ def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
     """The token check, for apps serving the inference or management API."""
     if not enabled(kernel) or not {"inference", "management"} & set(surfaces):
         return None
-    from plugins.auth.middleware import TokenAuth
+    from wfserve.plugins.auth.middleware import TokenAuth
 
     return [TokenAuth(keys_for(kernel))]

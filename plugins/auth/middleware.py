@@ -14,11 +14,11 @@ from typing import Any
 import falcon
 import structlog
 
-from kernel.errors import InvalidKey
-from plugins.auth.keys import API
-from plugins.auth.keys import INFERENCE
-from plugins.auth.keys import MANAGEMENT
-from plugins.auth.keys import KeyStore
+from wfserve.kernel.errors import InvalidKey
+from wfserve.plugins.auth.keys import API
+from wfserve.plugins.auth.keys import INFERENCE
+from wfserve.plugins.auth.keys import MANAGEMENT
+from wfserve.plugins.auth.keys import KeyStore
 
 log = structlog.get_logger(__name__)
 MESSAGE = "Token Authorization failed. Token either incorrect, expired, or not provided correctly"

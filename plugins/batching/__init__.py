@@ -6,11 +6,11 @@ The queue of each node is bounded by the ``job_queue_size`` setting; a full queu
 
 from __future__ import annotations
 
-from kernel import hookimpl
-from kernel.contracts import Batcher
-from kernel.settings import Settings
-from kernel.spec import NodeSpec
-from plugins.batching.dynamic import DynamicBatcher
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.batching.dynamic import DynamicBatcher
 
 __all__ = ["DynamicBatcher", "wfserve_make_batcher"]
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any
 
-from kernel.errors import Unavailable
+from wfserve.kernel.errors import Unavailable
 
 
 class DynamicBatcher:

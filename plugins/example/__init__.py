@@ -1,7 +1,7 @@
 """The bundled example workflow, so a fresh ``wfserve serve`` answers at once.
 
 At start-up (setting ``example``, on by default), in the phase that registers defaults
-(:mod:`kernel.startup`: after the snapshot's restore and the ``workflows`` setting), the
+(:mod:`wfserve.kernel.startup`: after the snapshot's restore and the ``workflows`` setting), the
 archives ``example.war`` and ``example_classifier.mar`` are built into the stores the first
 time, from the handler and spec in ``assets/`` and a tiny seeded TorchScript classifier (4
 features -> 3 scores), then the workflow is registered as ``example``, unless that name is
@@ -13,6 +13,7 @@ taken::
 
 from __future__ import annotations
 
+import importlib.resources
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -21,16 +22,17 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel import hookimpl
-from kernel.errors import WfserveError
-from kernel.lifecycle import register_workflow
-from kernel.settings import setting
+from wfserve.kernel import hookimpl
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.lifecycle import register_workflow
+from wfserve.kernel.settings import setting
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
-ASSETS = Path(__file__).resolve().parent / "assets"
+#: the example's handler, model handler and spec (package data)
+ASSETS = Path(str(importlib.resources.files("wfserve.plugins.example") / "assets"))
 NAME = "example"
 MODEL = "example_classifier"
 
@@ -58,8 +60,8 @@ def save_classifier(path: Path) -> Path:
 
 def build_example(model_store: Path, workflow_store: Path) -> Path:
     """Write the example's ``.mar`` and ``.war`` where missing; return the ``.war``."""
-    from plugins.archives.build import build_mar
-    from plugins.archives.build import build_war
+    from wfserve.plugins.archives.build import build_mar
+    from wfserve.plugins.archives.build import build_war
 
     model_store.mkdir(parents=True, exist_ok=True)
     workflow_store.mkdir(parents=True, exist_ok=True)

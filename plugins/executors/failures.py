@@ -14,7 +14,7 @@ own process and send the result back; :func:`prediction_failed` makes the kernel
 
 from __future__ import annotations
 
-from kernel.errors import PredictionFailed
+from wfserve.kernel.errors import PredictionFailed
 
 PREDICTION_FAILED = "Prediction failed"
 INVALID_OUTPUT = "Invalid model predict output"

@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from kernel.contracts import PredictResult
-from kernel.contracts import Serializer
-from kernel.errors import WfserveError
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.contracts import Serializer
+from wfserve.kernel.errors import WfserveError
 
 SerializerLookup = Callable[[Any], Serializer]
 
@@ -27,7 +27,7 @@ def to_bytes(obj: Any, serializer_lookup: SerializerLookup | None = None) -> byt
     if isinstance(obj, str):
         return obj.encode("utf-8")
     if serializer_lookup is None:
-        from plugins.serializers import for_object
+        from wfserve.plugins.serializers import for_object
 
         serializer_lookup = for_object
     return serializer_lookup(obj).serialize(obj)

@@ -33,13 +33,13 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from kernel.contracts import Fetched
-from kernel.errors import ModelNotFound
-from kernel.errors import NotFound
-from kernel.errors import WorkflowNotFound
-from kernel.redact import redact_url
-from kernel.settings import Settings
-from kernel.settings import setting
+from wfserve.kernel.contracts import Fetched
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import NotFound
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.settings import setting
 
 log = structlog.get_logger(__name__)
 DOWNLOADS = ".downloads"
@@ -47,7 +47,8 @@ DOWNLOADS = ".downloads"
 
 @dataclass(frozen=True)
 class FetchSettings:
-    """The download bounds both default fetchers apply (``kernel.settings.of(FetchSettings)``,
+    """The download bounds both default fetchers apply
+    (``kernel.settings.of(FetchSettings)``,
     declared by each)."""
 
     block_private_addresses: bool = setting(

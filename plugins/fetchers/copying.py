@@ -3,7 +3,7 @@
 Only regular files and folders of regular files are copied; a device (``/dev/zero``), a FIFO,
 a socket or a symlink inside a folder is refused before a byte is read. Sources are opened
 without following a final link and without blocking (a FIFO cannot hold the open), targets are
-created exclusively (:func:`~plugins.fetchers.common.create_exclusive`). One :class:`Budget`
+created exclusively (:func:`~wfserve.plugins.fetchers.common.create_exclusive`). One :class:`Budget`
 counts every byte and entry of one copy and its deadline.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from plugins.fetchers.common import create_exclusive
+from wfserve.plugins.fetchers.common import create_exclusive
 
 _CHUNK = 1024 * 1024
 

@@ -5,7 +5,7 @@ by hand, at most :data:`MAX_REDIRECTS`, and every hop must match ``allowed_urls`
 stay http(s)), so an allowed server cannot send the download elsewhere. Proxy environment
 variables are ignored. With ``block_private_addresses`` each hop's host is resolved once,
 must be public, and is connected to at the address checked
-(:mod:`plugins.fetchers.addresses`).
+(:mod:`wfserve.plugins.fetchers.addresses`).
 
 The body is streamed to ``<store>/.downloads/<uuid>/<name>`` (a name wfserve chooses; never
 two downloads in one place), refused past ``max_download_size`` (announced or counted), and
@@ -32,26 +32,26 @@ from urllib.parse import urljoin
 import httpx
 import structlog
 
-from kernel import hookimpl
-from kernel.contracts import Fetched
-from kernel.errors import DownloadFailed
-from kernel.errors import TooLarge
-from kernel.redact import clip
-from kernel.redact import redact_url
-from kernel.settings import Settings
-from plugins.fetchers.addresses import AddressRefused
-from plugins.fetchers.addresses import pinned_address
-from plugins.fetchers.common import FetchSettings
-from plugins.fetchers.common import as_download
-from plugins.fetchers.common import check_allowed
-from plugins.fetchers.common import check_relative
-from plugins.fetchers.common import create_exclusive
-from plugins.fetchers.common import discard
-from plugins.fetchers.common import download_dir
-from plugins.fetchers.common import download_name
-from plugins.fetchers.common import filename
-from plugins.fetchers.common import is_allowed
-from plugins.fetchers.common import reused
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Fetched
+from wfserve.kernel.errors import DownloadFailed
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.redact import clip
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.fetchers.addresses import AddressRefused
+from wfserve.plugins.fetchers.addresses import pinned_address
+from wfserve.plugins.fetchers.common import FetchSettings
+from wfserve.plugins.fetchers.common import as_download
+from wfserve.plugins.fetchers.common import check_allowed
+from wfserve.plugins.fetchers.common import check_relative
+from wfserve.plugins.fetchers.common import create_exclusive
+from wfserve.plugins.fetchers.common import discard
+from wfserve.plugins.fetchers.common import download_dir
+from wfserve.plugins.fetchers.common import download_name
+from wfserve.plugins.fetchers.common import filename
+from wfserve.plugins.fetchers.common import is_allowed
+from wfserve.plugins.fetchers.common import reused
 
 log = structlog.get_logger(__name__)
 PLUGIN = "fetchers.http"
@@ -190,7 +190,7 @@ def download(url: str, store: Path, settings: Settings, kind: str, *, progress: 
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
+    """:class:`~wfserve.plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
     return FetchSettings
 
 

@@ -2,7 +2,7 @@
 
 Bare names follow TorchServe (research §1.5), stricter where it is unsafe: the name is taken
 as it is (never percent-decoded again), must be one plain file name
-(:func:`~plugins.fetchers.common.check_bare_name`) and must resolve inside the store. A
+(:func:`~wfserve.plugins.fetchers.common.check_bare_name`) and must resolve inside the store. A
 workflow must be a file there; a model may also be a folder in the store (a ``no-archive``
 model) or an absolute folder path, which is a local URL like ``file://`` and must match
 ``allowed_urls`` as ``file://<resolved path>``.
@@ -25,30 +25,30 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from kernel import hookimpl
-from kernel.contracts import Fetched
-from kernel.errors import DownloadFailed
-from kernel.errors import TooLarge
-from kernel.errors import WorkflowNotFound
-from kernel.redact import clip
-from kernel.redact import redact_url
-from kernel.settings import Settings
-from plugins.fetchers.common import FetchSettings
-from plugins.fetchers.common import as_download
-from plugins.fetchers.common import check_allowed
-from plugins.fetchers.common import check_bare_name
-from plugins.fetchers.common import check_relative
-from plugins.fetchers.common import discard
-from plugins.fetchers.common import download_dir
-from plugins.fetchers.common import download_name
-from plugins.fetchers.common import inside
-from plugins.fetchers.common import missing
-from plugins.fetchers.common import not_found
-from plugins.fetchers.common import reused
-from plugins.fetchers.copying import Budget
-from plugins.fetchers.copying import CopyRefused
-from plugins.fetchers.copying import copy_file
-from plugins.fetchers.copying import copy_tree
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Fetched
+from wfserve.kernel.errors import DownloadFailed
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.kernel.redact import clip
+from wfserve.kernel.redact import redact_url
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.fetchers.common import FetchSettings
+from wfserve.plugins.fetchers.common import as_download
+from wfserve.plugins.fetchers.common import check_allowed
+from wfserve.plugins.fetchers.common import check_bare_name
+from wfserve.plugins.fetchers.common import check_relative
+from wfserve.plugins.fetchers.common import discard
+from wfserve.plugins.fetchers.common import download_dir
+from wfserve.plugins.fetchers.common import download_name
+from wfserve.plugins.fetchers.common import inside
+from wfserve.plugins.fetchers.common import missing
+from wfserve.plugins.fetchers.common import not_found
+from wfserve.plugins.fetchers.common import reused
+from wfserve.plugins.fetchers.copying import Budget
+from wfserve.plugins.fetchers.copying import CopyRefused
+from wfserve.plugins.fetchers.copying import copy_file
+from wfserve.plugins.fetchers.copying import copy_tree
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +155,7 @@ def copy_file_url(url: str, store: Path, settings: Settings, kind: str) -> Path:
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
+    """:class:`~wfserve.plugins.fetchers.common.FetchSettings` (shared by both default fetchers)."""
     return FetchSettings
 
 

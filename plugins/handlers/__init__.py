@@ -3,8 +3,10 @@
 Function nodes call ``<node name>(data, context)`` from the ``.war``'s handler file; model
 nodes load the ``.mar``'s handler (``module[:function]``, a handler class, or a TorchServe
 built-in: with ``wfserve[ts]`` installed TorchServe's own, without it ``base_handler`` is
-:class:`~plugins.handlers.native.NativeBaseHandler` and the others a clear error). Every call
-imports a fresh copy of the handler module (:mod:`plugins.handlers.importer`), so workers and
+:class:`~wfserve.plugins.handlers.native.NativeBaseHandler` and the others a clear error). Every
+call
+imports a fresh copy of the handler module (:mod:`wfserve.plugins.handlers.importer`), so workers
+and
 workflows never share module state, and initializes it once, as TorchServe's loader does.
 """
 
@@ -12,17 +14,17 @@ from __future__ import annotations
 
 import structlog
 
-from kernel import hookimpl
-from kernel.contracts import Archive
-from kernel.contracts import LoadContext
-from kernel.contracts import NodeHandler
-from kernel.spec import NodeSpec
-from plugins.handlers.context import Context
-from plugins.handlers.context import build_context
-from plugins.handlers.entry import TsHandler
-from plugins.handlers.entry import load_entry
-from plugins.handlers.importer import HandlerError
-from plugins.handlers.settings import HandlerSettings
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import LoadContext
+from wfserve.kernel.contracts import NodeHandler
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.handlers.context import Context
+from wfserve.plugins.handlers.context import build_context
+from wfserve.plugins.handlers.entry import TsHandler
+from wfserve.plugins.handlers.entry import load_entry
+from wfserve.plugins.handlers.importer import HandlerError
+from wfserve.plugins.handlers.settings import HandlerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +57,7 @@ def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> TsHa
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.handlers.settings.HandlerSettings`."""
+    """:class:`~wfserve.plugins.handlers.settings.HandlerSettings`."""
     return HandlerSettings
 
 

@@ -1,13 +1,15 @@
 """The ``context`` a handler receives: duck-compatible with TorchServe's ``ts.context.Context``.
 
 It is a compatibility view built at the handler boundary from typed data (the node's
-:class:`~kernel.spec.NodeConfig`, the :class:`~kernel.contracts.LoadContext`, the archive, the
-batch's :class:`~kernel.contracts.RowMeta`). Per batch, as ``ts/service.py`` does, each row gets
+:class:`~wfserve.kernel.spec.NodeConfig`, the :class:`~wfserve.kernel.contracts.LoadContext`, the
+archive, the
+batch's :class:`~wfserve.kernel.contracts.RowMeta`). Per batch, as ``ts/service.py`` does, each row
+gets
 a :class:`RequestProcessor` holding TorchServe's per-request header dict
 (:func:`request_header`) and the status and headers the handler sets for its answer, which
 :meth:`Context.record_responses` copies back into ``RowMeta.response``. Request ids are dashed
 UUIDs (:func:`handler_request_id`); ``metrics`` is TorchServe's metrics cache
-(:mod:`plugins.handlers.metrics`).
+(:mod:`wfserve.plugins.handlers.metrics`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import Any
 
 import yaml
 
-from kernel.contracts import Archive
-from kernel.contracts import LoadContext
-from kernel.contracts import RowMeta
-from kernel.spec import NodeSpec
-from plugins.handlers.metrics import MetricsCache
-from plugins.handlers.settings import HandlerSettings
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import LoadContext
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.handlers.metrics import MetricsCache
+from wfserve.plugins.handlers.settings import HandlerSettings
 
 SERVER_NAME = "MMS"  # what TorchServe reports in system_properties["server_name"]
 SERVER_VERSION = "0.12.0"
@@ -54,7 +56,8 @@ def request_header(row: Mapping[str, Any], headers: Mapping[str, str]) -> dict[s
     """TorchServe's per-request header dict (``Service.retrieve_data_for_inference``).
 
     One entry ``{name: {"content-type": ct}}`` per input parameter (``ct`` from the row's
-    ``content_types`` when it is a :class:`~kernel.contracts.InputRow`, else ``""``), then the
+    ``content_types`` when it is a :class:`~wfserve.kernel.contracts.InputRow`, else ``""``), then
+    the
     request's headers, written after them: a header named like a parameter (names compared
     without case) replaces it.
     """

@@ -24,15 +24,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kernel.contracts import Archive
-from kernel.contracts import RowMeta
-from kernel.errors import WfserveError
-from plugins.archives.build import TS_BUILTINS
-from plugins.handlers.context import Context
-from plugins.handlers.importer import HandlerError
-from plugins.handlers.importer import import_file
-from plugins.handlers.importer import isolated
-from plugins.handlers.native import NativeBaseHandler
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.archives.build import TS_BUILTINS
+from wfserve.plugins.handlers.context import Context
+from wfserve.plugins.handlers.importer import HandlerError
+from wfserve.plugins.handlers.importer import import_file
+from wfserve.plugins.handlers.importer import isolated
+from wfserve.plugins.handlers.native import NativeBaseHandler
 
 EXTRA = "wfserve[ts]"
 
@@ -139,7 +139,7 @@ def raw_as_bytearray(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class TsHandler:
-    """A :class:`~kernel.contracts.NodeHandler` calling a TorchServe-style entry point.
+    """A :class:`~wfserve.kernel.contracts.NodeHandler` calling a TorchServe-style entry point.
 
     Per call: the context gets the batch's request ids and per-request headers, the entry
     point gets new rows (raw values as new ``bytearray`` objects, unless ``typed``), the output

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-from kernel.errors import RegistrationFailed
+from wfserve.kernel.errors import RegistrationFailed
 
 _LOCK = threading.RLock()
 _COUNTER = itertools.count(1)

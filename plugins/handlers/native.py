@@ -16,10 +16,10 @@ import io
 import json
 from typing import Any
 
-from kernel.contracts import Archive
-from plugins.handlers.importer import HandlerError
-from plugins.handlers.importer import import_file
-from plugins.handlers.importer import isolated
+from wfserve.kernel.contracts import Archive
+from wfserve.plugins.handlers.importer import HandlerError
+from wfserve.plugins.handlers.importer import import_file
+from wfserve.plugins.handlers.importer import isolated
 
 
 def device_for(gpu_id: int | None) -> Any:

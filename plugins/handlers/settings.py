@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernel.settings import setting
+from wfserve.kernel.settings import setting
 
 
 @dataclass(frozen=True)

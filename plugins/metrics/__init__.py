@@ -1,7 +1,8 @@
 """Metrics: per-workflow and per-node Prometheus metrics, and the ``Server-Timing`` header.
 
 The metrics of one server are a :class:`ServerMetrics` plugin object, made in the start-up's
-prepare phase (``wfserve_startup``, :mod:`kernel.startup`), before any workflow is registered,
+prepare phase (``wfserve_startup``, :mod:`wfserve.kernel.startup`), before any workflow is
+registered,
 and kept in ``kernel.stash[METRICS]``. Its wrapper hookimpls are cross-cutting:
 ``wfserve_make_executor`` wraps the chosen executor (each request's outcome, latency, node
 timings, retries, timeouts) and ``wfserve_load_handler`` wraps each handler (each call:
@@ -22,18 +23,18 @@ from typing import Any
 import falcon
 import prometheus_client
 
-from kernel import hookimpl
-from kernel.stash import StashKey
-from plugins.metrics.instruments import Metrics
+from wfserve.kernel import hookimpl
+from wfserve.kernel.stash import StashKey
+from wfserve.plugins.metrics.instruments import Metrics
 
 if TYPE_CHECKING:
-    from kernel.contracts import Executor
-    from kernel.contracts import ExecutorState
-    from kernel.contracts import LoadContext
-    from kernel.contracts import NodeHandler
-    from kernel.contracts import Workflow
-    from kernel.core import Kernel
-    from kernel.spec import NodeSpec
+    from wfserve.kernel.contracts import Executor
+    from wfserve.kernel.contracts import ExecutorState
+    from wfserve.kernel.contracts import LoadContext
+    from wfserve.kernel.contracts import NodeHandler
+    from wfserve.kernel.contracts import Workflow
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.spec import NodeSpec
 
 
 class ServerMetrics:
@@ -58,7 +59,7 @@ class ServerMetrics:
     def wfserve_make_executor(self, workflow: Workflow
                               ) -> Generator[None, Executor | None, Executor | None]:
         """Wrap whichever executor answered in an instrumented proxy."""
-        from plugins.metrics.executor import InstrumentedExecutor
+        from wfserve.plugins.metrics.executor import InstrumentedExecutor
 
         executor = yield
         if executor is None:
@@ -69,7 +70,7 @@ class ServerMetrics:
     def wfserve_load_handler(self, node: NodeSpec, context: LoadContext
                              ) -> Generator[None, NodeHandler | None, NodeHandler | None]:
         """Wrap whichever handler answered: each call is timed and counted."""
-        from plugins.metrics.handler import InstrumentedHandler
+        from wfserve.plugins.metrics.handler import InstrumentedHandler
 
         handler = yield
         if handler is None:
@@ -87,14 +88,14 @@ class ServerMetrics:
     def wfserve_handler_ran(self, workflow: str, node: str, rows: int, seconds: float,
                             error: str | None) -> None:
         """Record a call reported by an engine, as a wrapped handler records its own."""
-        from plugins.metrics.handler import HandlerCalls
+        from wfserve.plugins.metrics.handler import HandlerCalls
 
         HandlerCalls(self.metrics, workflow, node).record(rows, seconds, error)
 
     @hookimpl
     def wfserve_middleware(self, surfaces: list[str]) -> list[Any] | None:
         """HTTP status counts on every app; ``Server-Timing`` on the inference API."""
-        from plugins.metrics.timing import ServerTiming
+        from wfserve.plugins.metrics.timing import ServerTiming
 
         found: list[Any] = [HttpCounter(self.metrics)]
         if "inference" in surfaces:

@@ -13,18 +13,18 @@ import time
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel.contracts import NodeTiming
-from kernel.contracts import PredictResult
-from kernel.errors import NodeFailed
-from kernel.errors import Timeout
-from plugins.metrics.timing import current
+from wfserve.kernel.contracts import NodeTiming
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import NodeFailed
+from wfserve.kernel.errors import Timeout
+from wfserve.plugins.metrics.timing import current
 
 if TYPE_CHECKING:
-    from kernel.contracts import Executor
-    from kernel.contracts import ExecutorState
-    from kernel.contracts import NodeState
-    from kernel.contracts import PredictRequest
-    from plugins.metrics.instruments import Metrics
+    from wfserve.kernel.contracts import Executor
+    from wfserve.kernel.contracts import ExecutorState
+    from wfserve.kernel.contracts import NodeState
+    from wfserve.kernel.contracts import PredictRequest
+    from wfserve.plugins.metrics.instruments import Metrics
 
 
 class InstrumentedExecutor:

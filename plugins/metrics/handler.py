@@ -2,7 +2,7 @@
 and :class:`HandlerCalls`, which records a call, wherever the handler ran.
 
 While the handler runs, ``workflow``, ``node``, ``worker`` and the batch's request id(s) are
-set in :data:`kernel.logs.NODE_CONTEXT`, so lines the handler logs carry them.
+set in :data:`wfserve.kernel.logs.NODE_CONTEXT`, so lines the handler logs carry them.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel.logs import NODE_CONTEXT
+from wfserve.kernel.logs import NODE_CONTEXT
 
 if TYPE_CHECKING:
-    from kernel.contracts import NodeHandler
-    from kernel.contracts import RowMeta
-    from plugins.metrics.instruments import Metrics
+    from wfserve.kernel.contracts import NodeHandler
+    from wfserve.kernel.contracts import RowMeta
+    from wfserve.plugins.metrics.instruments import Metrics
 
 
 class HandlerCalls:

@@ -36,9 +36,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from kernel.contracts import ExecutorState
-from plugins.metrics.series import Counter
-from plugins.metrics.series import Histogram
+from wfserve.kernel.contracts import ExecutorState
+from wfserve.plugins.metrics.series import Counter
+from wfserve.plugins.metrics.series import Histogram
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

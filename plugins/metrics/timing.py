@@ -18,7 +18,7 @@ from typing import Any
 
 import falcon
 
-from kernel.contracts import NodeTiming
+from wfserve.kernel.contracts import NodeTiming
 
 _TOKEN = re.compile(r"[^A-Za-z0-9!#$%&'*+.^_`|~-]")
 

@@ -16,9 +16,9 @@ import json
 import sys
 from typing import Any
 
-from kernel import hookimpl
-from kernel.contracts import Serializer
-from plugins.serializers.pretty_json import dumps_indent2
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Serializer
+from wfserve.plugins.serializers.pretty_json import dumps_indent2
 
 
 class BytesSerializer:

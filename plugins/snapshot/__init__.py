@@ -7,7 +7,8 @@ serves the same workflows, versions, defaults and node scale.
   registered as a plugin object; ``--no-snapshot`` (TorchServe's ``--ncs``) makes none, which
   turns both writing and restoring off.
 - Restored in the start-up's restore phase (``wfserve_restore``), before the ``workflows``
-  setting and the example are registered (:mod:`kernel.startup`). A corrupt snapshot is logged
+  setting and the example are registered (:mod:`wfserve.kernel.startup`). A corrupt snapshot is
+  logged
   and skipped for the next older one; it is fully validated before anything is applied. A
   workflow that fails to register is logged and the rest are restored.
 - Written on every registration change (``wfserve_workflow_event``: registered, unregistered,
@@ -27,22 +28,22 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from kernel import hookimpl
-from kernel.errors import WfserveError
-from kernel.lifecycle import register_workflow
-from kernel.lifecycle import scale_node
-from kernel.redact import REDACTED
-from kernel.redact import has_credentials
-from kernel.stash import StashKey
-from plugins.snapshot.settings import SnapshotSettings
-from plugins.snapshot.store import CorruptSnapshot
-from plugins.snapshot.store import Entry
-from plugins.snapshot.store import files
-from plugins.snapshot.store import load
-from plugins.snapshot.store import write
+from wfserve.kernel import hookimpl
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.lifecycle import register_workflow
+from wfserve.kernel.lifecycle import scale_node
+from wfserve.kernel.redact import REDACTED
+from wfserve.kernel.redact import has_credentials
+from wfserve.kernel.stash import StashKey
+from wfserve.plugins.snapshot.settings import SnapshotSettings
+from wfserve.plugins.snapshot.store import CorruptSnapshot
+from wfserve.plugins.snapshot.store import Entry
+from wfserve.plugins.snapshot.store import files
+from wfserve.plugins.snapshot.store import load
+from wfserve.plugins.snapshot.store import write
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 
@@ -151,7 +152,7 @@ SNAPSHOTTER = StashKey[Snapshotter]()
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.snapshot.settings.SnapshotSettings`."""
+    """:class:`~wfserve.plugins.snapshot.settings.SnapshotSettings`."""
     return SnapshotSettings
 
 

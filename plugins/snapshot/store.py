@@ -25,7 +25,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from kernel.names import is_valid_name
+from wfserve.kernel.names import is_valid_name
 
 FORMAT = "wfserve-snapshot"
 VERSION = 1

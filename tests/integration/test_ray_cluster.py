@@ -10,16 +10,17 @@ import time
 
 import pytest
 
-from kernel.contracts import Archive
-from kernel.contracts import PredictRequest
-from kernel.contracts import Workflow
-from kernel.core import Kernel
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from kernel.spec import parse_spec
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import parse_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray_cluster]
-BUILTIN = ("plugins.serializers", "plugins.batching", "plugins.executors.ray")
+BUILTIN = ("wfserve.plugins.serializers", "wfserve.plugins.batching",
+           "wfserve.plugins.executors.ray")
 
 HANDLER = '''
 import json, os, time

@@ -11,9 +11,9 @@ import stat
 import httpx
 import pytest
 
-from plugins.auth.keys import KeyStore
 from tests.helpers import WfserveServer
 from tests.helpers import raw_exchange
+from wfserve.plugins.auth.keys import KeyStore
 
 pytestmark = pytest.mark.integration
 

@@ -149,7 +149,7 @@ def test_metrics_surface_answers_only_metrics(server):
 
 
 def wfserve(*args, env=None, cwd=None):
-    cmd = [sys.executable, "-m", "kernel.cli", *args]
+    cmd = [sys.executable, "-m", "wfserve.kernel.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd,
                           env={**os.environ, **(env or {})})
 
@@ -194,6 +194,8 @@ def test_serve_in_the_background_with_the_example_then_stop(tmp_path):
         assert wfserve("serve", env=env, cwd=tmp_path).returncode == 1  # already running
         r = wfserve("stop", env=env, cwd=tmp_path)
         assert r.returncode == 0 and "stopped" in r.stdout
-        assert (tmp_path / "model_store" / "example.war").exists()
+        assert (tmp_path / ".wfserve" / "model_store" / "example.war").exists()
+        # what the server wrote lives under .wfserve/, but TorchServe's key file
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".wfserve", "key_file.json"]
     finally:
         wfserve("stop", env=env, cwd=tmp_path)

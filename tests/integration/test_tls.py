@@ -167,7 +167,7 @@ def test_a_tls_setting_that_cannot_work_stops_the_start_clearly(tmp_path, extra,
     config = tmp_path / "config.properties"
     config.write_text("inference_address=https://127.0.0.1:1\n" + extra)
     result = subprocess.run(
-        [sys.executable, "-m", "kernel.cli", "serve", "--foreground", "--ts-config",
+        [sys.executable, "-m", "wfserve.kernel.cli", "serve", "--foreground", "--ts-config",
          str(config), "--run-dir", str(tmp_path / "run"), "--disable-token-auth"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
         env={**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1", "WFSERVE_EXAMPLE": "0"})
@@ -185,7 +185,7 @@ def test_background_start_and_client_commands_trust_the_self_signed_certificate(
            **{f"WFSERVE_{s}_ADDRESS": f"https://127.0.0.1:{p}" for s, p in ports.items()}}
 
     def wfserve(*args):
-        return subprocess.run([sys.executable, "-m", "kernel.cli", *args], cwd=tmp_path,
+        return subprocess.run([sys.executable, "-m", "wfserve.kernel.cli", *args], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=120)
 
     try:

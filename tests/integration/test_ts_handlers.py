@@ -141,7 +141,7 @@ def assert_top5(answer: dict[str, float], png: bytes) -> None:
 def test_torchserve_is_installed_and_the_loader_uses_its_builtins():
     """With ``ts`` installed, a built-in handler name resolves to TorchServe's module, and
     ``base_handler`` to TorchServe's, not wfserve's stand-in."""
-    from plugins.handlers.entry import _builtin
+    from wfserve.plugins.handlers.entry import _builtin
 
     assert metadata.version("torchserve") == "0.12.0"
     archive = SimpleNamespace(source=Path("x.mar"))

@@ -325,7 +325,7 @@ def test_regression_too_deep_json_is_passed_on_raw_not_an_unhandled_500():
     the JSON decoder raise RecursionError, answered 500 "Internal server error" with a
     traceback in the log. Like any body that does not decode, it now reaches the handler raw,
     as TorchServe passes it on (it was a 400 before the handler contract of issue 15)."""
-    from plugins.api.decoding import build_row
+    from wfserve.plugins.api.decoding import build_row
 
     deep = nested(100_000).encode()
     row = build_row("application/json", deep, lambda _, b: json.loads(b))

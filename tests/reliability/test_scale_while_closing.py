@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from kernel.errors import RegistrationFailed
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
 from tests.executor_fakes import make_executor
 from tests.executor_fakes import per_row
+from wfserve.kernel.errors import RegistrationFailed
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
 
 SPEC = "models:\n  m: {url: m.mar, max-workers: 1}\ndag:\n  pre: [m]\n"
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from plugins.api.bounded import WRITE_LATE
 from tests.archives import build_war
 from tests.helpers import WfserveServer
 from tests.reliability.procs import server_tracebacks
+from wfserve.plugins.api.bounded import WRITE_LATE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 THREADS = 4

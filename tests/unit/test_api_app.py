@@ -10,30 +10,30 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
-from kernel import hookimpl
-from kernel.contracts import Archive
-from kernel.contracts import ExecutorState
-from kernel.contracts import NodeState
-from kernel.contracts import PredictResult
-from kernel.contracts import WorkerState
-from kernel.core import Kernel
-from kernel.errors import NodeFailed
-from kernel.errors import WorkflowNotFound
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from plugins.api.app import AddressDispatch
-from plugins.api.app import bound_address
-from plugins.api.app import create_app
-from plugins.api.app import create_wsgi
-from plugins.api.bounded import Alarm
-from plugins.api.bounded import BodyTimeout
-from plugins.api.bounded import BodyTooSlow
-from plugins.api.bounded import BoundedInput
-from plugins.api.bounded import Bounds
-from plugins.api.bounded import Watchdog
-from plugins.api.settings import ApiSettings
-from plugins.api.worker import body_length
-from plugins.api.worker import close_after
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import ExecutorState
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.contracts import WorkerState
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.errors import NodeFailed
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.api.app import AddressDispatch
+from wfserve.plugins.api.app import bound_address
+from wfserve.plugins.api.app import create_app
+from wfserve.plugins.api.app import create_wsgi
+from wfserve.plugins.api.bounded import Alarm
+from wfserve.plugins.api.bounded import BodyTimeout
+from wfserve.plugins.api.bounded import BodyTooSlow
+from wfserve.plugins.api.bounded import BoundedInput
+from wfserve.plugins.api.bounded import Bounds
+from wfserve.plugins.api.bounded import Watchdog
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.worker import body_length
+from wfserve.plugins.api.worker import close_after
 
 SPEC = textwrap.dedent("""
     models:
@@ -121,7 +121,8 @@ def env(tmp_path):
     (tmp_path / "m1.mar").mkdir()
     fakes = Fakes(tmp_path)
     settings = Settings(model_store=str(tmp_path), max_request_size=1000)
-    pm = make_plugin_manager(settings, builtin=("plugins.serializers", "plugins.api"),
+    pm = make_plugin_manager(settings, builtin=("wfserve.plugins.serializers",
+                             "wfserve.plugins.api"),
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"},
                              extra=[("fakes", fakes)])
     kernel = Kernel.create(settings, pm=pm)
@@ -267,7 +268,7 @@ def test_made_request_ids_are_uuid4_distinct_and_differ_in_a_forked_child():
     import os
     import uuid
 
-    from plugins.api.middleware import new_request_id
+    from wfserve.plugins.api.middleware import new_request_id
 
     ids = [new_request_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
@@ -343,7 +344,8 @@ def test_create_wsgi_builds_one_app_per_address(tmp_path):
     settings = Settings(model_store=str(tmp_path), inference_address="http://127.0.0.2:8080",
                         management_address="http://localhost:8080",
                         metrics_address="http://127.0.0.1:8082")
-    pm = make_plugin_manager(settings, builtin=("plugins.serializers", "plugins.api"),
+    pm = make_plugin_manager(settings, builtin=("wfserve.plugins.serializers",
+                             "wfserve.plugins.api"),
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     dispatch = create_wsgi(Kernel.create(settings, pm=pm))
     assert set(dispatch.apps) == {("127.0.0.2", 8080), ("127.0.0.1", 8080),

@@ -5,14 +5,14 @@ import zipfile
 
 import pytest
 
-from kernel.cli import build_parser
-from kernel.errors import UsageError
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
 from tests import archives
+from wfserve.kernel.cli import build_parser
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
 
-MINE = ("plugins.archives", "plugins.archives.command", "plugins.handlers")
+MINE = ("wfserve.plugins.archives", "wfserve.plugins.archives.command", "wfserve.plugins.handlers")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 

@@ -7,13 +7,14 @@ import zipfile
 
 import pytest
 
-from kernel.errors import UnknownArchiveFormat
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
 from tests import archives
+from wfserve.kernel.errors import UnknownArchiveFormat
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
 
-MINE = ("plugins.archives", "plugins.fetchers.local", "plugins.fetchers.http", "plugins.handlers")
+MINE = ("wfserve.plugins.archives", "wfserve.plugins.fetchers.local",
+        "wfserve.plugins.fetchers.http", "wfserve.plugins.handlers")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 

@@ -13,12 +13,12 @@ import zipfile
 
 import pytest
 
-from kernel.errors import BadArchive
-from kernel.errors import InvalidWorkflow
-from kernel.errors import TooLarge
-from kernel.errors import WfserveError
-from plugins.archives import open_archive
-from plugins.archives.extract import Limits
+from wfserve.kernel.errors import BadArchive
+from wfserve.kernel.errors import InvalidWorkflow
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.archives import open_archive
+from wfserve.plugins.archives.extract import Limits
 
 MANIFEST = {"createdOn": "01/01/2024 00:00:00", "archiverVersion": "0.2.15",
             "workflow": {"workflowName": "wf", "specFile": "spec.yaml", "handler": "h.py"}}

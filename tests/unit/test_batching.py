@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from kernel.errors import Unavailable
-from kernel.settings import Settings
-from kernel.spec import parse_spec
-from plugins.batching import DynamicBatcher
-from plugins.batching import wfserve_make_batcher
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import parse_spec
+from wfserve.plugins.batching import DynamicBatcher
+from wfserve.plugins.batching import wfserve_make_batcher
 
 
 def test_full_batches_leave_at_once():

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-WFSERVE = shutil.which("wfserve") or f"{sys.executable} -m kernel.cli"
+WFSERVE = shutil.which("wfserve") or f"{sys.executable} -m wfserve.kernel.cli"
 
 
 def run(*args, env=None, timeout=60):

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.dag import Dag
-from kernel.dag import java_map_string
-from kernel.errors import InvalidDAG
+from wfserve.kernel.dag import Dag
+from wfserve.kernel.dag import java_map_string
+from wfserve.kernel.errors import InvalidDAG
 
 ENSEMBLE_TEST_EDGES = {"a": ["b", "c", "d"], "b": ["e"], "e": ["f"], "c": ["f"], "d": ["f"]}
 

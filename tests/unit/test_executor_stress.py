@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from plugins.serializers import for_object
 from tests.executor_fakes import make_executor
 from tests.executor_fakes import request
+from wfserve.plugins.serializers import for_object
 
 STRESS_SPEC = """
 models:

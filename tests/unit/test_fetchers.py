@@ -6,20 +6,20 @@ import time
 
 import pytest
 
-from kernel.errors import DownloadFailed
-from kernel.errors import ModelNotFound
-from kernel.errors import TooLarge
-from kernel.errors import UnsupportedURL
-from kernel.errors import WorkflowNotFound
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from plugins.fetchers.http import with_progress
 from tests.local_http import FETCHERS as MINE
 from tests.local_http import NO_AUTOLOAD
 from tests.local_http import fetch_hooks
 from tests.local_http import local_server
 from tests.local_http import store_folder
+from wfserve.kernel.errors import DownloadFailed
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.errors import UnsupportedURL
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.fetchers.http import with_progress
 
 PAYLOAD = b"PK-not-really-a-war" * 100
 
@@ -253,7 +253,7 @@ def test_the_command_line_progress_bar_downloads_the_same_bytes(server, store):
 
 def test_an_installed_fetcher_wins_over_the_builtin(store, tmp_path):
     """Defaults are trylast: a plugin for https:// answers first."""
-    from kernel import hookimpl
+    from wfserve.kernel import hookimpl
 
     class Mirror:
         @hookimpl

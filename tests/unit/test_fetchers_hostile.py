@@ -11,15 +11,15 @@ import types
 
 import pytest
 
-from kernel.errors import DownloadFailed
-from kernel.errors import ModelNotFound
-from kernel.errors import TooLarge
-from kernel.errors import WorkflowNotFound
-from plugins.fetchers import addresses
-from plugins.fetchers.common import download_name
 from tests.local_http import fetch_hooks
 from tests.local_http import local_server
 from tests.local_http import store_folder
+from wfserve.kernel.errors import DownloadFailed
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.plugins.fetchers import addresses
+from wfserve.plugins.fetchers.common import download_name
 
 BODY = b"war bytes"
 

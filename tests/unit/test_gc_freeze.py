@@ -7,19 +7,19 @@ import weakref
 
 import pytest
 
-from kernel.core import Kernel
-from kernel.settings import Settings
-from plugins import gc_freeze
-from plugins.gc_freeze import FREEZER
-from plugins.gc_freeze import Freezer
-from plugins.gc_freeze import GcFreezeSettings
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.settings import Settings
+from wfserve.plugins import gc_freeze
+from wfserve.plugins.gc_freeze import FREEZER
+from wfserve.plugins.gc_freeze import Freezer
+from wfserve.plugins.gc_freeze import GcFreezeSettings
 
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 def kernel(**settings) -> Kernel:
     return Kernel.create(Settings().with_section(GcFreezeSettings(**settings)),
-                         builtin=("plugins.gc_freeze",), env=NO_AUTOLOAD)
+                         builtin=("wfserve.plugins.gc_freeze",), env=NO_AUTOLOAD)
 
 
 class Node:

@@ -5,19 +5,19 @@ import uuid
 
 import pytest
 
-from kernel.contracts import InputRow
-from kernel.contracts import ResponseMeta
-from kernel.contracts import RowMeta
-from plugins.handlers.context import Context
-from plugins.handlers.context import handler_request_id
-from plugins.handlers.context import request_header
-from plugins.handlers.entry import TsHandler
-from plugins.handlers.metrics import Dimension
-from plugins.handlers.metrics import MetricsCache
-from plugins.handlers.metrics import MetricsCacheKeyError
-from plugins.handlers.metrics import MetricsCacheTypeError
-from plugins.handlers.metrics import MetricsCacheValueError
-from plugins.handlers.metrics import MetricTypes
+from wfserve.kernel.contracts import InputRow
+from wfserve.kernel.contracts import ResponseMeta
+from wfserve.kernel.contracts import RowMeta
+from wfserve.plugins.handlers.context import Context
+from wfserve.plugins.handlers.context import handler_request_id
+from wfserve.plugins.handlers.context import request_header
+from wfserve.plugins.handlers.entry import TsHandler
+from wfserve.plugins.handlers.metrics import Dimension
+from wfserve.plugins.handlers.metrics import MetricsCache
+from wfserve.plugins.handlers.metrics import MetricsCacheKeyError
+from wfserve.plugins.handlers.metrics import MetricsCacheTypeError
+from wfserve.plugins.handlers.metrics import MetricsCacheValueError
+from wfserve.plugins.handlers.metrics import MetricTypes
 
 
 def context() -> Context:

@@ -6,13 +6,13 @@ import contextlib
 import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from kernel.contracts import RowMeta
-from kernel.core import Kernel
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from plugins.metrics import METRICS
-from plugins.metrics.handler import InstrumentedHandler
-from plugins.metrics.instruments import Metrics
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.metrics import METRICS
+from wfserve.plugins.metrics.handler import InstrumentedHandler
+from wfserve.plugins.metrics.instruments import Metrics
 
 #: the handler series, less what depends on the clock (duration's sum and buckets)
 SERIES = ("wfserve_node_requests_total", "wfserve_node_errors_total",
@@ -41,7 +41,7 @@ def test_a_reported_call_is_recorded_as_a_wrapped_one():
             wrapped(batch, [RowMeta(str(i), {}) for i in range(len(batch))])
 
     settings = Settings()
-    pm = make_plugin_manager(settings, builtin=("plugins.metrics",),
+    pm = make_plugin_manager(settings, builtin=("wfserve.plugins.metrics",),
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     kernel = Kernel.create(settings, pm=pm)
     kernel.hooks.startup(kernel)  # the prepare phase makes the server's metrics

@@ -6,20 +6,20 @@ import uuid
 
 import pytest
 
-from kernel.contracts import LoadContext
-from kernel.contracts import RowMeta
-from kernel.errors import WfserveError
-from kernel.plugins import Hooks
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from kernel.spec import NodeConfig
-from kernel.spec import NodeSpec
-from plugins.handlers import HandlerError
-from plugins.handlers.context import REQUEST_ID_NAMESPACE
-from plugins.handlers.settings import HandlerSettings
 from tests import archives
+from wfserve.kernel.contracts import LoadContext
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import NodeConfig
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.handlers import HandlerError
+from wfserve.plugins.handlers.context import REQUEST_ID_NAMESPACE
+from wfserve.plugins.handlers.settings import HandlerSettings
 
-MINE = ("plugins.archives", "plugins.handlers")
+MINE = ("wfserve.plugins.archives", "wfserve.plugins.handlers")
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
 

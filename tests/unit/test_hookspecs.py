@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from kernel import hookspecs
-from kernel.plugins import Hooks
+from wfserve.kernel import hookspecs
+from wfserve.kernel.plugins import Hooks
 
 SPECS = [
     (name, fn)

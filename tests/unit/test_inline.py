@@ -9,16 +9,16 @@ import threading
 import prometheus_client
 import pytest
 
-from kernel.errors import Unavailable
-from plugins.api import inline as api_inline
-from plugins.api.rescue import RESCUE_KEY
-from plugins.executors.threaded.inline import Offer
-from plugins.executors.threaded.inline import current
-from plugins.executors.threaded.inline import offered
-from plugins.metrics.executor import InstrumentedExecutor
-from plugins.metrics.instruments import Metrics
 from tests.executor_fakes import make_executor
 from tests.executor_fakes import request
+from wfserve.kernel.errors import Unavailable
+from wfserve.plugins.api import inline as api_inline
+from wfserve.plugins.api.rescue import RESCUE_KEY
+from wfserve.plugins.executors.threaded.inline import Offer
+from wfserve.plugins.executors.threaded.inline import current
+from wfserve.plugins.executors.threaded.inline import offered
+from wfserve.plugins.metrics.executor import InstrumentedExecutor
+from wfserve.plugins.metrics.instruments import Metrics
 
 CHAIN = "models:\n  m: {url: m.mar}\ndag:\n  pre: [m]\n"
 

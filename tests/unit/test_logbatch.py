@@ -5,7 +5,7 @@ import io
 import os
 import time
 
-from plugins.api.logbatch import BatchedSink
+from wfserve.plugins.api.logbatch import BatchedSink
 
 
 def test_info_lines_wait_and_an_urgent_line_flushes_in_order():

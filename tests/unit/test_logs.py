@@ -7,11 +7,11 @@ import logging
 
 import structlog
 
-from kernel.contracts import RowMeta
-from kernel.logs import configure_logging
-from kernel.settings import Settings
-from plugins.metrics.handler import InstrumentedHandler
-from plugins.metrics.instruments import Metrics
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.logs import configure_logging
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.metrics.handler import InstrumentedHandler
+from wfserve.plugins.metrics.instruments import Metrics
 
 
 def lines(stream):

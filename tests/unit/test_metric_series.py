@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from plugins.metrics.series import Counter
-from plugins.metrics.series import Histogram
+from wfserve.plugins.metrics.series import Counter
+from wfserve.plugins.metrics.series import Histogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 

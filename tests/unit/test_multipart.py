@@ -8,20 +8,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from kernel.errors import BadRequest
-from kernel.errors import TooLarge
-from kernel.settings import Settings
-from plugins.api import decoding
-from plugins.api.decoding import build_row
-from plugins.api.inference import WorkflowPrediction
-from plugins.api.model_call import NodePrediction
-from plugins.api.multipart import MultipartLimits
-from plugins.api.multipart import header_params
-from plugins.api.multipart import parse_form
-from plugins.api.settings import ApiSettings
 from tests.integration.test_multipart_hostile import many_parts
 from tests.integration.test_multipart_hostile import nested_parts
 from tests.integration.test_multipart_hostile import open_parens
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import TooLarge
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.api import decoding
+from wfserve.plugins.api.decoding import build_row
+from wfserve.plugins.api.inference import WorkflowPrediction
+from wfserve.plugins.api.model_call import NodePrediction
+from wfserve.plugins.api.multipart import MultipartLimits
+from wfserve.plugins.api.multipart import header_params
+from wfserve.plugins.api.multipart import parse_form
+from wfserve.plugins.api.settings import ApiSettings
 
 CT = "multipart/form-data; boundary=zz"
 FIELD = b'Content-Disposition: form-data; name="a"\r\n\r\nv\r\n'

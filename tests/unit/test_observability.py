@@ -15,21 +15,21 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from kernel.core import Kernel
-from kernel.plugins import BUILTIN
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from kernel.startup import start
-from plugins.api.app import create_app
-from plugins.api.openapi import document
-from plugins.api.openapi import openapi_path
-from plugins.api.openapi import responders
-from plugins.auth.keys import KeyStore
-from plugins.auth.settings import AuthSettings
 from tests.archives import ASSETS
 from tests.archives import SAMPLE
 from tests.archives import build_war
 from tests.archives import expected_seq
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.plugins import BUILTIN
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.startup import start
+from wfserve.plugins.api.app import create_app
+from wfserve.plugins.api.openapi import document
+from wfserve.plugins.api.openapi import openapi_path
+from wfserve.plugins.api.openapi import responders
+from wfserve.plugins.auth.keys import KeyStore
+from wfserve.plugins.auth.settings import AuthSettings
 
 BAD = ASSETS / "bad"
 PAYLOAD = json.dumps({"input": SAMPLE})
@@ -71,7 +71,8 @@ def server(peer_stores, tmp_path_factory):
               handler=BAD / "failnode_handler.py")
     settings = Settings(model_store=str(models), workflow_store=str(wars)).with_section(
         AuthSettings(key_file=str(root / "key_file.json")))
-    builtin = [m for m in BUILTIN if m not in ("plugins.example", "plugins.snapshot")]
+    builtin = [m for m in BUILTIN if m not in ("wfserve.plugins.example",
+               "wfserve.plugins.snapshot")]
     pm = make_plugin_manager(settings, builtin=builtin,
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     kernel = Kernel.create(settings, pm=pm)

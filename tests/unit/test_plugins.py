@@ -5,16 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from kernel import hookimpl
-from kernel.errors import NoPluginAnswered
-from kernel.errors import UnknownArchiveFormat
-from kernel.errors import UnsupportedURL
-from kernel.plugins import BUILTIN
-from kernel.plugins import Hooks
-from kernel.plugins import PluginError
-from kernel.plugins import make_plugin_manager
-from kernel.plugins import plugin_names
-from kernel.settings import Settings
+from wfserve.kernel import hookimpl
+from wfserve.kernel.errors import NoPluginAnswered
+from wfserve.kernel.errors import UnknownArchiveFormat
+from wfserve.kernel.errors import UnsupportedURL
+from wfserve.kernel.plugins import BUILTIN
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import PluginError
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.plugins import plugin_names
+from wfserve.kernel.settings import Settings
 
 NO_AUTOLOAD = {"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
@@ -43,13 +43,13 @@ def test_builtin_answers():
 
 def test_every_builtin_is_registered_under_its_short_name():
     pm = make_plugin_manager(Settings(), env=NO_AUTOLOAD)
-    assert plugin_names(pm) == [m.removeprefix("plugins.") for m in BUILTIN]
+    assert plugin_names(pm) == [m.removeprefix("wfserve.plugins.") for m in BUILTIN]
 
 
 def test_entry_point_plugin_wins_over_the_builtin(site):
     """An installed plugin answering the same first-result hook is asked before the default."""
     install_distribution(site, "wfserve_upper", """
-        from kernel import hookimpl
+        from wfserve.kernel import hookimpl
 
         class Upper:
             content_type = "text/upper"
@@ -70,7 +70,7 @@ def test_entry_point_plugin_wins_over_the_builtin(site):
 
 def test_entry_point_plugin_not_loaded_when_autoload_is_disabled(site):
     install_distribution(site, "wfserve_ignored", """
-        from kernel import hookimpl
+        from wfserve.kernel import hookimpl
 
         @hookimpl
         def wfserve_serializer(content_type):
@@ -91,7 +91,7 @@ def test_disabled_builtin_is_not_registered():
 
 def test_disable_accepts_the_full_module_name_and_third_party_names(site):
     install_distribution(site, "wfserve_third", """
-        from kernel import hookimpl
+        from wfserve.kernel import hookimpl
 
         @hookimpl
         def wfserve_startup(kernel):
@@ -104,7 +104,7 @@ def test_disable_accepts_the_full_module_name_and_third_party_names(site):
 
 def test_misspelt_hookimpl_fails_at_start_naming_the_plugin(site):
     install_distribution(site, "wfserve_typo", """
-        from kernel import hookimpl
+        from wfserve.kernel import hookimpl
 
         @hookimpl
         def wfserve_fech(url):
@@ -128,7 +128,8 @@ def test_hookimpl_with_an_argument_the_spec_lacks_is_refused():
 
 def test_builtin_that_does_not_import_is_a_plugin_error():
     with pytest.raises(PluginError, match="no_such_plugin"):
-        make_plugin_manager(Settings(), builtin=("plugins.no_such_plugin",), env=NO_AUTOLOAD)
+        make_plugin_manager(Settings(), builtin=("wfserve.plugins.no_such_plugin",),
+                            env=NO_AUTOLOAD)
 
 
 def test_impl_may_take_fewer_arguments_than_its_spec(tmp_path):

@@ -6,20 +6,20 @@ import zipfile
 
 import pytest
 
-from kernel.contracts import Archive
-from kernel.errors import SpecError
-from kernel.errors import UsageError
-from kernel.settings import Settings
-from kernel.settings import load_settings
-from kernel.spec import parse_spec
-from plugins.executors.ray import cluster
-from plugins.executors.ray import wfserve_spec_sections
-from plugins.executors.ray.actor import actor_options
-from plugins.executors.ray.actor import pack_archive
-from plugins.executors.ray.actor import unpack_archive
-from plugins.executors.ray.settings import RaySettings
 from tests import executor_fakes
 from tests.executor_fakes import make_executor
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.errors import SpecError
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.settings import load_settings
+from wfserve.kernel.spec import parse_spec
+from wfserve.plugins.executors.ray import cluster
+from wfserve.plugins.executors.ray import wfserve_spec_sections
+from wfserve.plugins.executors.ray.actor import actor_options
+from wfserve.plugins.executors.ray.actor import pack_archive
+from wfserve.plugins.executors.ray.actor import unpack_archive
+from wfserve.plugins.executors.ray.settings import RaySettings
 
 SPEC = """
 models:
@@ -35,7 +35,7 @@ dag:
 def with_ray_plugin(monkeypatch):
     """The executor builder of the threaded tests, with this plugin registered as well."""
     monkeypatch.setattr(executor_fakes, "BUILTIN",
-                        (*executor_fakes.BUILTIN, "plugins.executors.ray"))
+                        (*executor_fakes.BUILTIN, "wfserve.plugins.executors.ray"))
 
 
 def test_choosing_ray_without_the_extra_is_an_error_naming_it(tmp_path, monkeypatch):

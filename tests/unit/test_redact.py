@@ -1,6 +1,6 @@
-from kernel.redact import clip
-from kernel.redact import has_credentials
-from kernel.redact import redact_url
+from wfserve.kernel.redact import clip
+from wfserve.kernel.redact import has_credentials
+from wfserve.kernel.redact import redact_url
 
 
 def test_credentials_are_hidden():

@@ -4,12 +4,12 @@ import threading
 
 import pytest
 
-from kernel.errors import BadRequest
-from kernel.errors import Conflict
-from kernel.errors import Unavailable
-from kernel.errors import WorkflowNotFound
-from kernel.registry import Registered
-from kernel.registry import Registry
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.errors import Conflict
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WorkflowNotFound
+from wfserve.kernel.registry import Registered
+from wfserve.kernel.registry import Registry
 
 
 class FakeWorkflow:

@@ -8,10 +8,10 @@ import socket
 import threading
 import time
 
-from kernel.errors import NodeFailed
-from plugins.api import rescue as rescue_module
-from plugins.api.rescue import Rescue
-from plugins.api.rescue import write_answer
+from wfserve.kernel.errors import NodeFailed
+from wfserve.plugins.api import rescue as rescue_module
+from wfserve.plugins.api.rescue import Rescue
+from wfserve.plugins.api.rescue import write_answer
 
 LIMIT = 1000
 

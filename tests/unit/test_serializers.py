@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from plugins.serializers import wfserve_serializer
+from wfserve.plugins.serializers import wfserve_serializer
 
 
 @pytest.mark.parametrize(

@@ -2,18 +2,18 @@
 
 import pytest
 
-from kernel.errors import UsageError
-from kernel.plugins import Hooks
-from kernel.plugins import declared_settings
-from kernel.plugins import make_plugin_manager
-from kernel.properties import read_properties
-from kernel.settings import Settings
-from kernel.settings import load_settings
-from kernel.settings import settings_table
-from plugins.api.settings import ApiSettings
-from plugins.auth.settings import AuthSettings
-from plugins.cors import CorsSettings
-from plugins.handlers.settings import HandlerSettings
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.plugins import declared_settings
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.properties import read_properties
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.settings import load_settings
+from wfserve.kernel.settings import settings_table
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.auth.settings import AuthSettings
+from wfserve.plugins.cors import CorsSettings
+from wfserve.plugins.handlers.settings import HandlerSettings
 
 #: the built-in plugins' settings classes
 SECTIONS = declared_settings(Hooks(make_plugin_manager(
@@ -257,10 +257,10 @@ def test_keys_changing_handler_inputs_are_refused_unless_default(tmp_path, line,
 def test_every_torchserve_key_is_accounted_for():
     """Every key ConfigManager 0.12.0 declares is a setting, read by the loader or ignored
     with a reason; ``wfserve settings`` lists them all."""
-    from kernel.torchserve_keys import IGNORED
-    from kernel.torchserve_keys import READ_BY_LOADER
-    from kernel.torchserve_keys import TS_VARIABLES
-    from kernel.torchserve_keys import every_key
+    from wfserve.kernel.torchserve_keys import IGNORED
+    from wfserve.kernel.torchserve_keys import READ_BY_LOADER
+    from wfserve.kernel.torchserve_keys import TS_VARIABLES
+    from wfserve.kernel.torchserve_keys import every_key
 
     setting_keys = {i.ts_key: i.name for i in settings_table(SECTIONS) if i.ts_key}
     assert not set(setting_keys) & set(IGNORED)
@@ -294,7 +294,7 @@ def test_plugin_settings_join_the_table_and_a_disabled_plugin_keys_are_ignored(f
 def test_a_setting_declared_twice_is_refused():
     from dataclasses import dataclass
 
-    from kernel.settings import setting
+    from wfserve.kernel.settings import setting
 
     @dataclass(frozen=True)
     class Clash:

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from plugins.snapshot.store import CorruptSnapshot
-from plugins.snapshot.store import Entry
-from plugins.snapshot.store import files
-from plugins.snapshot.store import load
-from plugins.snapshot.store import write
+from wfserve.plugins.snapshot.store import CorruptSnapshot
+from wfserve.plugins.snapshot.store import Entry
+from wfserve.plugins.snapshot.store import files
+from wfserve.plugins.snapshot.store import load
+from wfserve.plugins.snapshot.store import write
 
 ENTRIES = [
     Entry("wf", "1.0", "wf.war", False),
@@ -38,7 +38,7 @@ def test_a_failed_write_leaves_neither_snapshot_nor_temporary_file(tmp_path, mon
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("plugins.snapshot.store.os.fsync", full_disk)
+    monkeypatch.setattr("wfserve.plugins.snapshot.store.os.fsync", full_disk)
     with pytest.raises(OSError, match="No space"):
         write(tmp_path, ENTRIES, keep=5)
     assert list(tmp_path.iterdir()) == []

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel.errors import InvalidDAG
-from kernel.errors import SpecError
-from kernel.spec import PROPERTIES
-from kernel.spec import NodeConfig
-from kernel.spec import parse_spec
+from wfserve.kernel.errors import InvalidDAG
+from wfserve.kernel.errors import SpecError
+from wfserve.kernel.spec import PROPERTIES
+from wfserve.kernel.spec import NodeConfig
+from wfserve.kernel.spec import parse_spec
 
 # The seed's own examples (TorchServe docs/workflows.md and examples/Workflows/README.md).
 SEQUENTIAL = """

@@ -9,28 +9,29 @@ import textwrap
 
 import pytest
 
-from kernel import hookimpl
-from kernel.contracts import Archive
-from kernel.core import Kernel
-from kernel.lifecycle import register_workflow
-from kernel.plugins import make_plugin_manager
-from kernel.settings import Settings
-from kernel.startup import PHASES
-from kernel.startup import start
-from plugins import example
-from plugins.example import ExampleSettings
-from plugins.gc_freeze import FREEZER
-from plugins.metrics import METRICS
-from plugins.metrics.executor import InstrumentedExecutor
-from plugins.snapshot import SNAPSHOTTER
-from plugins.snapshot.settings import SnapshotSettings
-from plugins.snapshot.store import Entry
-from plugins.snapshot.store import files
-from plugins.snapshot.store import load
-from plugins.snapshot.store import write
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.lifecycle import register_workflow
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.startup import PHASES
+from wfserve.kernel.startup import start
+from wfserve.plugins import example
+from wfserve.plugins.example import ExampleSettings
+from wfserve.plugins.gc_freeze import FREEZER
+from wfserve.plugins.metrics import METRICS
+from wfserve.plugins.metrics.executor import InstrumentedExecutor
+from wfserve.plugins.snapshot import SNAPSHOTTER
+from wfserve.plugins.snapshot.settings import SnapshotSettings
+from wfserve.plugins.snapshot.store import Entry
+from wfserve.plugins.snapshot.store import files
+from wfserve.plugins.snapshot.store import load
+from wfserve.plugins.snapshot.store import write
 
-BUILTIN = ("plugins.serializers", "plugins.api", "plugins.metrics", "plugins.snapshot",
-           "plugins.example", "plugins.gc_freeze")
+BUILTIN = ("wfserve.plugins.serializers", "wfserve.plugins.api", "wfserve.plugins.metrics",
+           "wfserve.plugins.snapshot",
+           "wfserve.plugins.example", "wfserve.plugins.gc_freeze")
 SPEC = textwrap.dedent("""
     models:
       m1: {url: m1.mar}

@@ -10,18 +10,18 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from kernel.contracts import PredictResult
-from kernel.errors import NodeFailed
-from kernel.errors import PredictionFailed
-from kernel.errors import RegistrationFailed
-from kernel.errors import Timeout
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
-from kernel.settings import Settings
-from plugins.executors.response import render_response
 from tests.executor_fakes import make_executor
 from tests.executor_fakes import per_row
 from tests.executor_fakes import request
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import NodeFailed
+from wfserve.kernel.errors import PredictionFailed
+from wfserve.kernel.errors import RegistrationFailed
+from wfserve.kernel.errors import Timeout
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.executors.response import render_response
 
 DIAMOND = """
 models:
@@ -138,7 +138,7 @@ def test_typed_mode_passes_objects_by_reference(executors, tmp_path, make):
     assert seen["m"][0]["body"] is made[0]
     assert seen["post"][0]["m"] is made[0] and seen["post"][0]["n"] is made[0]
     assert result.outputs["post"] is made[0]
-    from plugins.serializers import for_object
+    from wfserve.plugins.serializers import for_object
 
     assert render_response(result) == for_object(made[0]).serialize(made[0])
 
@@ -480,7 +480,7 @@ def test_a_node_run_alone_answers_once_whatever_its_place(executors, tmp_path):
 
 def test_only_the_chosen_executor_answers(tmp_path):
     ex, _ = make_executor(tmp_path, DIAMOND, {}, start=False)
-    from plugins.executors.threaded import wfserve_make_executor
+    from wfserve.plugins.executors.threaded import wfserve_make_executor
 
     assert wfserve_make_executor(ex.workflow, Settings(executor="ray"), ex.kernel) is None
 

@@ -12,16 +12,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from kernel.errors import UsageError
-from kernel.settings import Settings
-from plugins.api.app import parse_address
-from plugins.api.app import tls_binds
-from plugins.api.settings import ApiSettings
-from plugins.api.tls import SELF_SIGNED_NAME
-from plugins.api.tls import client_verify
-from plugins.api.tls import read_keystore
-from plugins.api.tls import self_signed
-from plugins.api.tls import server_context
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.api.app import parse_address
+from wfserve.plugins.api.app import tls_binds
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.tls import SELF_SIGNED_NAME
+from wfserve.plugins.api.tls import client_verify
+from wfserve.plugins.api.tls import read_keystore
+from wfserve.plugins.api.tls import self_signed
+from wfserve.plugins.api.tls import server_context
 
 
 def keystore(tmp_path, password=b"pw"):

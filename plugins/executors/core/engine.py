@@ -12,7 +12,7 @@ its own. Everything else happens here, for every engine alike:
   children (TorchServe's input shapes, :func:`advance`);
 - a failed attempt is retried up to ``retry-attempts`` times, then its request fails with
   ``NodeFailed`` and its other branches stop; a node run alone (a model call) runs once and
-  fails with TorchServe's status and message (:mod:`plugins.executors.failures`).
+  fails with TorchServe's status and message (:mod:`wfserve.plugins.executors.failures`).
 """
 
 from __future__ import annotations
@@ -25,23 +25,23 @@ from typing import Any
 
 import structlog
 
-from kernel.contracts import NodeTiming
-from kernel.contracts import PredictRequest
-from kernel.contracts import PredictResult
-from kernel.errors import NodeFailed
-from kernel.errors import Timeout
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
-from plugins.executors.core.nodes import NodeBase
-from plugins.executors.core.records import ABANDONED
-from plugins.executors.core.records import DONE
-from plugins.executors.core.records import QUEUED
-from plugins.executors.core.records import RUNNING
-from plugins.executors.core.records import Attempt
-from plugins.executors.core.records import Req
-from plugins.executors.failures import WORKER_DIED
-from plugins.executors.failures import classify
-from plugins.executors.failures import prediction_failed
+from wfserve.kernel.contracts import NodeTiming
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import NodeFailed
+from wfserve.kernel.errors import Timeout
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.executors.core.nodes import NodeBase
+from wfserve.plugins.executors.core.records import ABANDONED
+from wfserve.plugins.executors.core.records import DONE
+from wfserve.plugins.executors.core.records import QUEUED
+from wfserve.plugins.executors.core.records import RUNNING
+from wfserve.plugins.executors.core.records import Attempt
+from wfserve.plugins.executors.core.records import Req
+from wfserve.plugins.executors.failures import WORKER_DIED
+from wfserve.plugins.executors.failures import classify
+from wfserve.plugins.executors.failures import prediction_failed
 
 log = structlog.get_logger(__name__)
 #: children made ready by a node's output: ``(request, child, its input row)``

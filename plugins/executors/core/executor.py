@@ -6,7 +6,7 @@ class, and fills in where workers live: :meth:`~ExecutorCore.new_node`,
 :meth:`~ExecutorCore.start_workers` (with :meth:`~ExecutorCore.load_context` and
 :meth:`~ExecutorCore.archive_of` to load them), :meth:`~ExecutorCore.serve`,
 :meth:`~ExecutorCore.rescale`, :meth:`~ExecutorCore.stop_workers`. The result is an
-:class:`~kernel.contracts.Executor`.
+:class:`~wfserve.kernel.contracts.Executor`.
 """
 
 from __future__ import annotations
@@ -20,30 +20,30 @@ from typing import ClassVar
 
 import structlog
 
-from kernel.contracts import Archive
-from kernel.contracts import Batcher
-from kernel.contracts import ExecutorState
-from kernel.contracts import LoadContext
-from kernel.contracts import NodeState
-from kernel.contracts import PredictRequest
-from kernel.contracts import PredictResult
-from kernel.contracts import Workflow
-from kernel.errors import ModelNotFound
-from kernel.errors import RegistrationFailed
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
-from kernel.settings import Settings
-from kernel.spec import NodeSpec
-from plugins.executors.core.engine import EngineCore
-from plugins.executors.core.nodes import NodeBase
-from plugins.executors.core.records import RUNNING
-from plugins.executors.core.records import Attempt
-from plugins.executors.core.records import Req
-from plugins.executors.core.watchdog import Watchdog
-from plugins.executors.response import render_response
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.contracts import ExecutorState
+from wfserve.kernel.contracts import LoadContext
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.errors import ModelNotFound
+from wfserve.kernel.errors import RegistrationFailed
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.settings import Settings
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.executors.core.engine import EngineCore
+from wfserve.plugins.executors.core.nodes import NodeBase
+from wfserve.plugins.executors.core.records import RUNNING
+from wfserve.plugins.executors.core.records import Attempt
+from wfserve.plugins.executors.core.records import Req
+from wfserve.plugins.executors.core.watchdog import Watchdog
+from wfserve.plugins.executors.response import render_response
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
 
@@ -195,7 +195,8 @@ class ExecutorCore:
         return self.begin(request, node, single=True)
 
     def render(self, result: PredictResult) -> bytes:
-        """The response body of ``result`` (:func:`plugins.executors.response.render_response`
+        """The response body of ``result``
+        (:func:`wfserve.plugins.executors.response.render_response`
         with this kernel's serializers)."""
         return render_response(result, lambda obj: self.kernel.hooks.serializer("", obj))
 

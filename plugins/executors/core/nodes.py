@@ -13,14 +13,14 @@ from collections import deque
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel.contracts import Batcher
-from kernel.contracts import NodeState
-from kernel.contracts import WorkerState
-from kernel.errors import BadRequest
-from kernel.spec import NodeSpec
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import WorkerState
+from wfserve.kernel.errors import BadRequest
+from wfserve.kernel.spec import NodeSpec
 
 if TYPE_CHECKING:
-    from plugins.executors.core.records import Attempt
+    from wfserve.plugins.executors.core.records import Attempt
 
 
 def start_time(epoch: float) -> str:

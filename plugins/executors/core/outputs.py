@@ -2,18 +2,18 @@
 
 A handler returns one output per row, as a list (TorchServe's rule); in compatibility mode
 each output then becomes the bytes TorchServe would pass on. Failures carry TorchServe's own
-message prefixes, so :func:`plugins.executors.failures.classify` answers as TorchServe does.
+message prefixes, so :func:`wfserve.plugins.executors.failures.classify` answers as TorchServe does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from plugins.executors.failures import BATCH_MISMATCH
-from plugins.executors.failures import INVALID_OUTPUT
-from plugins.executors.failures import UnsupportedOutput
-from plugins.executors.response import SerializerLookup
-from plugins.executors.response import to_bytes
+from wfserve.plugins.executors.failures import BATCH_MISMATCH
+from wfserve.plugins.executors.failures import INVALID_OUTPUT
+from wfserve.plugins.executors.failures import UnsupportedOutput
+from wfserve.plugins.executors.response import SerializerLookup
+from wfserve.plugins.executors.response import to_bytes
 
 
 class BadOutput(Exception):

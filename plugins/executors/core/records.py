@@ -12,12 +12,12 @@ import math
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel.contracts import NodeTiming
-from kernel.contracts import PredictRequest
-from kernel.contracts import RowMeta
+from wfserve.kernel.contracts import NodeTiming
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import RowMeta
 
 if TYPE_CHECKING:
-    from plugins.executors.core.nodes import NodeBase
+    from wfserve.plugins.executors.core.nodes import NodeBase
 
 #: attempt states, in the order an attempt goes through them
 QUEUED, RUNNING, DONE, ABANDONED = 0, 1, 2, 3

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 
 import structlog
 
-from plugins.executors.core.nodes import NodeBase
-from plugins.executors.core.records import DONE
-from plugins.executors.core.records import Attempt
-from plugins.executors.core.records import Req
+from wfserve.plugins.executors.core.nodes import NodeBase
+from wfserve.plugins.executors.core.records import DONE
+from wfserve.plugins.executors.core.records import Attempt
+from wfserve.plugins.executors.core.records import Req
 
 log = structlog.get_logger(__name__)
 MAX_SLEEP_S = 1.0  # earlier deadlines wake it through hint()

@@ -21,15 +21,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kernel import hookimpl
-from kernel.contracts import Executor
-from kernel.contracts import Workflow
-from kernel.settings import Settings
-from plugins.executors.ray import cluster
-from plugins.executors.ray.settings import RaySettings
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Executor
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.executors.ray import cluster
+from wfserve.plugins.executors.ray.settings import RaySettings
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 __all__ = ["wfserve_make_executor", "wfserve_settings", "wfserve_shutdown",
            "wfserve_spec_sections"]
@@ -38,7 +38,7 @@ __all__ = ["wfserve_make_executor", "wfserve_settings", "wfserve_shutdown",
 @hookimpl
 def wfserve_spec_sections() -> dict[str, Callable[[Any], Any]]:
     """A model's ``ray:`` placement, checked when the spec is parsed."""
-    from plugins.executors.ray.actor import placement_options
+    from wfserve.plugins.executors.ray.actor import placement_options
 
     def check(value: Any) -> dict[str, Any]:
         placement_options(value)
@@ -49,7 +49,7 @@ def wfserve_spec_sections() -> dict[str, Callable[[Any], Any]]:
 
 @hookimpl
 def wfserve_settings() -> type:
-    """:class:`~plugins.executors.ray.settings.RaySettings`."""
+    """:class:`~wfserve.plugins.executors.ray.settings.RaySettings`."""
     return RaySettings
 
 
@@ -62,7 +62,7 @@ def wfserve_make_executor(
     if settings.executor != "ray":
         return None
     cluster.require_ray()
-    from plugins.executors.ray.executor import RayExecutor
+    from wfserve.plugins.executors.ray.executor import RayExecutor
 
     return RayExecutor(workflow, settings, kernel)
 

@@ -28,11 +28,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from kernel.contracts import Archive
-from kernel.contracts import LoadContext
-from kernel.contracts import NodeHandler
-from kernel.contracts import RowMeta
-from kernel.spec import NodeSpec
+from wfserve.kernel.contracts import Archive
+from wfserve.kernel.contracts import LoadContext
+from wfserve.kernel.contracts import NodeHandler
+from wfserve.kernel.contracts import RowMeta
+from wfserve.kernel.spec import NodeSpec
 
 _REMOTE: Any = None
 
@@ -93,15 +93,15 @@ class NodeActor:
         seconds, "responses": [ResponseMeta, ...], "called": None | seconds, "raised": None |
         str}``; a handler that raises, or returns other than one output per row, gives an
         error status (``failure`` is TorchServe's answer for it,
-        :func:`plugins.executors.failures.classify`) and ``None`` outputs.
+        :func:`wfserve.plugins.executors.failures.classify`) and ``None`` outputs.
         ``responses`` are what the handler set for each row's answer (this process's copies
         of ``meta[i].response``, sent back for the driver to copy). ``called`` is how long the
         handler call itself took (None: it was not called, the rows' inputs could not be
         fetched) and ``raised`` the class name of what it raised: the driver reports them
         through ``wfserve_handler_ran``, as a handler wrapped in its own process is observed.
         """
-        from plugins.executors.core.outputs import finish_outputs
-        from plugins.executors.failures import classify
+        from wfserve.plugins.executors.core.outputs import finish_outputs
+        from wfserve.plugins.executors.failures import classify
 
         started = time.perf_counter()
         error: str | None = None
@@ -135,8 +135,8 @@ def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> Node
     """``node``'s handler through ``wfserve_load_handler``, with a plugin manager of this
     process made from ``context.settings`` (entry points load unless
     ``WFSERVE_DISABLE_PLUGIN_AUTOLOAD`` is set in this process's environment)."""
-    from kernel.plugins import Hooks
-    from kernel.plugins import make_plugin_manager
+    from wfserve.kernel.plugins import Hooks
+    from wfserve.kernel.plugins import make_plugin_manager
 
     pm = make_plugin_manager(context.settings, env=os.environ)
     return Hooks(pm, context.settings).load_handler(node=node, archive=archive, context=context)

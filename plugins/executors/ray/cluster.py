@@ -19,9 +19,9 @@ from typing import Any
 
 import structlog
 
-from kernel.errors import UsageError
-from kernel.settings import Settings
-from plugins.executors.ray.settings import RaySettings
+from wfserve.kernel.errors import UsageError
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.executors.ray.settings import RaySettings
 
 log = structlog.get_logger(__name__)
 EXTRA_MESSAGE = "The ray executor needs the 'ray' extra: pip install 'wfserve[ray]'"

@@ -1,5 +1,5 @@
 """The Ray engine's request path: a batch runs on a worker as one call to its actor
-(:class:`~plugins.executors.core.engine.EngineCore` does the rest).
+(:class:`~wfserve.plugins.executors.core.engine.EngineCore` does the rest).
 
 Each actor of a node has one *collector* thread in this process (the driver). It takes a
 whole batch from the node's batcher and sends it to its actor as one call, then waits for the
@@ -24,18 +24,18 @@ from typing import Any
 
 import structlog
 
-from kernel.contracts import PredictResult
-from kernel.errors import WfserveError
-from plugins.executors.core.engine import EngineCore
-from plugins.executors.core.engine import HandlerFailed
-from plugins.executors.core.engine import WorkerLost
-from plugins.executors.core.engine import WorkerTimedOut
-from plugins.executors.core.records import Attempt
-from plugins.executors.core.records import Req
-from plugins.executors.ray.nodes import BUSY
-from plugins.executors.ray.nodes import READY
-from plugins.executors.ray.nodes import ActorWorker
-from plugins.executors.ray.nodes import RayNode
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import WfserveError
+from wfserve.plugins.executors.core.engine import EngineCore
+from wfserve.plugins.executors.core.engine import HandlerFailed
+from wfserve.plugins.executors.core.engine import WorkerLost
+from wfserve.plugins.executors.core.engine import WorkerTimedOut
+from wfserve.plugins.executors.core.records import Attempt
+from wfserve.plugins.executors.core.records import Req
+from wfserve.plugins.executors.ray.nodes import BUSY
+from wfserve.plugins.executors.ray.nodes import READY
+from wfserve.plugins.executors.ray.nodes import ActorWorker
+from wfserve.plugins.executors.ray.nodes import RayNode
 
 log = structlog.get_logger(__name__)
 #: seconds a collector waits for a batch before checking whether it should exit

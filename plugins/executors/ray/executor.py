@@ -1,7 +1,7 @@
 """The Ray executor: the same workflow, spec and semantics, with each node a pool of Ray actors.
 
 Where workers live is all this module adds to the executor core
-(:mod:`plugins.executors.core`): ``start`` connects to the cluster (:mod:`.cluster`), ships
+(:mod:`wfserve.plugins.executors.core`): ``start`` connects to the cluster (:mod:`.cluster`), ships
 each archive folder once through the object store, creates ``max-workers`` actors per node
 with the node's ``ray:`` placement and waits until every one has loaded its handler. Threads
 in this process: one collector per actor, the core's watchdog (request deadlines); closing
@@ -16,19 +16,19 @@ from typing import Any
 
 import structlog
 
-from kernel.contracts import Batcher
-from kernel.spec import NodeSpec
-from plugins.executors.core.executor import ExecutorCore
-from plugins.executors.ray import cluster
-from plugins.executors.ray.actor import actor_options
-from plugins.executors.ray.actor import pack_archive
-from plugins.executors.ray.actor import remote_class
-from plugins.executors.ray.engine import Engine
-from plugins.executors.ray.nodes import DEAD
-from plugins.executors.ray.nodes import READY
-from plugins.executors.ray.nodes import ActorWorker
-from plugins.executors.ray.nodes import RayNode
-from plugins.executors.ray.settings import RaySettings
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.executors.core.executor import ExecutorCore
+from wfserve.plugins.executors.ray import cluster
+from wfserve.plugins.executors.ray.actor import actor_options
+from wfserve.plugins.executors.ray.actor import pack_archive
+from wfserve.plugins.executors.ray.actor import remote_class
+from wfserve.plugins.executors.ray.engine import Engine
+from wfserve.plugins.executors.ray.nodes import DEAD
+from wfserve.plugins.executors.ray.nodes import READY
+from wfserve.plugins.executors.ray.nodes import ActorWorker
+from wfserve.plugins.executors.ray.nodes import RayNode
+from wfserve.plugins.executors.ray.settings import RaySettings
 
 log = structlog.get_logger(__name__)
 

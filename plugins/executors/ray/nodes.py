@@ -10,12 +10,12 @@ import threading
 import time
 from typing import Any
 
-from kernel.contracts import Batcher
-from kernel.contracts import NodeState
-from kernel.contracts import WorkerState
-from kernel.spec import NodeSpec
-from plugins.executors.core.nodes import NodeBase
-from plugins.executors.core.nodes import start_time
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import WorkerState
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.executors.core.nodes import NodeBase
+from wfserve.plugins.executors.core.nodes import start_time
 
 STARTING, READY, BUSY, DEAD = "starting", "ready", "busy", "dead"
 _STATUS = {STARTING: "LOADING", READY: "READY", BUSY: "BUSY", DEAD: "UNRESPONSIVE"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernel.settings import setting
+from wfserve.kernel.settings import setting
 
 
 @dataclass(frozen=True)
 class RaySettings:
-    """Where the Ray cluster is (``kernel.settings.of(RaySettings)``); ``plugins: {ray: {init:
+    """Where the Ray cluster is (``kernel.settings.of(RaySettings)``); ``plugins: {ray:
+    {init:
     {...}, start_timeout_s: 300}}`` in the YAML adds ``ray.init`` keywords."""
 
     ray_address: str = setting(

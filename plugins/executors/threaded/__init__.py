@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kernel import hookimpl
-from kernel.contracts import Executor
-from kernel.contracts import Workflow
-from kernel.settings import Settings
-from plugins.executors.threaded.executor import ThreadedExecutor
+from wfserve.kernel import hookimpl
+from wfserve.kernel.contracts import Executor
+from wfserve.kernel.contracts import Workflow
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.executors.threaded.executor import ThreadedExecutor
 
 if TYPE_CHECKING:
-    from kernel.core import Kernel
+    from wfserve.kernel.core import Kernel
 
 __all__ = ["ThreadedExecutor", "wfserve_make_executor"]
 

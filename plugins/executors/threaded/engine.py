@@ -1,5 +1,6 @@
 """The threaded engine's request path: a batch runs on a worker by calling its handler on
-the thread that holds the worker (:class:`~plugins.executors.core.engine.EngineCore` does the
+the thread that holds the worker (:class:`~wfserve.plugins.executors.core.engine.EngineCore` does
+the
 rest).
 
 Fast path: a batch-size-1 node whose queue is empty runs on the thread that produced its
@@ -15,16 +16,16 @@ from typing import Any
 
 import structlog
 
-from kernel.errors import Unavailable
-from plugins.executors.core.engine import EngineCore
-from plugins.executors.core.engine import Ready
-from plugins.executors.core.outputs import finish_outputs
-from plugins.executors.core.records import Attempt
-from plugins.executors.core.records import Req
-from plugins.executors.response import SerializerLookup
-from plugins.executors.threaded.nodes import NodeRuntime
-from plugins.executors.threaded.nodes import Worker
-from plugins.executors.threaded.pool import RunnerPool
+from wfserve.kernel.errors import Unavailable
+from wfserve.plugins.executors.core.engine import EngineCore
+from wfserve.plugins.executors.core.engine import Ready
+from wfserve.plugins.executors.core.outputs import finish_outputs
+from wfserve.plugins.executors.core.records import Attempt
+from wfserve.plugins.executors.core.records import Req
+from wfserve.plugins.executors.response import SerializerLookup
+from wfserve.plugins.executors.threaded.nodes import NodeRuntime
+from wfserve.plugins.executors.threaded.nodes import Worker
+from wfserve.plugins.executors.threaded.pool import RunnerPool
 
 log = structlog.get_logger(__name__)
 #: a batch that the thread holding its worker is to run: ``(node, worker, attempts)``

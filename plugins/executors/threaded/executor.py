@@ -1,7 +1,8 @@
-"""The threaded executor: the default :class:`~kernel.contracts.Executor`.
+"""The threaded executor: the default :class:`~wfserve.kernel.contracts.Executor`.
 
 Node workers are handler instances in this process; where they live is all this module adds
-to the executor core (:mod:`plugins.executors.core`). Threads per workflow: one collector per
+to the executor core (:mod:`wfserve.plugins.executors.core`). Threads per workflow: one collector
+per
 worker of each node, elastic runner threads (busy ones bounded by the number of workers), the
 core's watchdog. ``close`` joins them all, except a handler that never returns, whose thread is
 left behind (daemon) and logged.
@@ -16,18 +17,18 @@ import time
 
 import structlog
 
-from kernel.contracts import Batcher
-from kernel.contracts import PredictRequest
-from kernel.contracts import PredictResult
-from kernel.errors import Unavailable
-from kernel.errors import WfserveError
-from kernel.spec import NodeSpec
-from plugins.executors.core.executor import ExecutorCore
-from plugins.executors.threaded import inline
-from plugins.executors.threaded.engine import Engine
-from plugins.executors.threaded.nodes import NodeRuntime
-from plugins.executors.threaded.nodes import Worker
-from plugins.executors.threaded.pool import RunnerPool
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import Unavailable
+from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.executors.core.executor import ExecutorCore
+from wfserve.plugins.executors.threaded import inline
+from wfserve.plugins.executors.threaded.engine import Engine
+from wfserve.plugins.executors.threaded.nodes import NodeRuntime
+from wfserve.plugins.executors.threaded.nodes import Worker
+from wfserve.plugins.executors.threaded.pool import RunnerPool
 
 log = structlog.get_logger(__name__)
 #: seconds ``close`` waits for threads to exit even when its drain timeout is spent

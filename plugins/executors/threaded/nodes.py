@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kernel.contracts import Batcher
-from kernel.contracts import NodeHandler
-from kernel.contracts import NodeState
-from kernel.contracts import WorkerState
-from kernel.spec import NodeSpec
-from plugins.executors.core.nodes import NodeBase
-from plugins.executors.core.nodes import start_time
+from wfserve.kernel.contracts import Batcher
+from wfserve.kernel.contracts import NodeHandler
+from wfserve.kernel.contracts import NodeState
+from wfserve.kernel.contracts import WorkerState
+from wfserve.kernel.spec import NodeSpec
+from wfserve.plugins.executors.core.nodes import NodeBase
+from wfserve.plugins.executors.core.nodes import start_time
 
 IDLE, BUSY, STUCK = "idle", "busy", "stuck"
 _STATUS = {IDLE: "READY", BUSY: "BUSY", STUCK: "UNRESPONSIVE"}  # TorchServe's worker status

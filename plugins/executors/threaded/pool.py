@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from kernel.errors import Unavailable
+from wfserve.kernel.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 IDLE_EXIT_S = 10.0
