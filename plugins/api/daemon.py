@@ -7,7 +7,9 @@ returns. ``wfserve stop`` sends SIGTERM to the pid and waits for the process to 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from wfserve.kernel.settings import Settings
 
 READY_SECONDS = 120.0
+#: the most of the start-up log read for errors
+MAX_START_LOG = 1024 * 1024
+_CONSOLE_ERROR = re.compile(r"\[(error|critical)\s*\]")
 STOP_SECONDS = 40.0
 
 
@@ -62,6 +67,7 @@ def start_background(settings: Settings) -> int:
     frozen.chmod(0o600)
     log_path = run_dir / "wfserve.log"
     with open(log_path, "ab") as log:
+        started_at = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", "wfserve.kernel.cli", "serve", "--foreground", "--config",
              str(frozen)],
@@ -83,6 +89,8 @@ def start_background(settings: Settings) -> int:
                           f"{settings.inference_address}, management "
                           f"{settings.management_address}, metrics {settings.metrics_address}\n"
                           f"log: {log_path}; stop with `wfserve stop`\n")
+                for line in start_errors(log_path, started_at):
+                    sys.stderr.write(f"wfserve: error at start-up: {line}\n")
                 return 0
         except httpx.HTTPError:
             pass
@@ -91,6 +99,32 @@ def start_background(settings: Settings) -> int:
         f"wfserve did not answer {ping} within {READY_SECONDS:.0f} s; see {log_path}\n"
     )
     return 1
+
+
+def start_errors(log_path: Path, offset: int) -> list[str]:
+    """The error lines the server logged since ``offset`` of its log (its start-up: restoring,
+    registering the ``workflows`` setting and the example), one line each, so that a failure
+    at start-up is seen on the command line, not only in the log. JSON lines give their event
+    and fields; a console-format line is kept as written."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read(MAX_START_LOG).decode("utf-8", "replace")
+    except OSError:
+        return []
+    found = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if _CONSOLE_ERROR.search(line):
+                found.append(line.strip())
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            fields = " ".join(f"{k}={v}" for k, v in record.items()
+                              if k not in ("event", "level", "timestamp", "logger"))
+            found.append(f"{record.get('event', '')} {fields}".strip())
+    return found
 
 
 def stop(settings: Settings) -> int:
