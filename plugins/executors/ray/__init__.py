@@ -69,5 +69,7 @@ def wfserve_make_executor(
 
 @hookimpl(trylast=True)
 def wfserve_shutdown(kernel: Kernel) -> None:
-    """Disconnect from Ray after the workflows were drained (if this process connected)."""
-    cluster.disconnect()
+    """Disconnect from Ray after the workflows were drained (if this server connected)."""
+    connection = kernel.stash.get(cluster.CONNECTION)
+    if connection is not None:
+        connection.disconnect()

@@ -19,6 +19,7 @@ references (a parent's output): the actor resolves them itself, from the object 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import shutil
@@ -33,8 +34,6 @@ from wfserve.kernel.contracts import LoadContext
 from wfserve.kernel.contracts import NodeHandler
 from wfserve.kernel.contracts import RowMeta
 from wfserve.kernel.spec import NodeSpec
-
-_REMOTE: Any = None
 
 
 def pack_archive(root: Path) -> bytes:
@@ -164,14 +163,13 @@ def _gpu_id() -> int | None:
     return 0 if ids else None  # Ray sets CUDA_VISIBLE_DEVICES: the actor's GPU is device 0
 
 
+@functools.cache
 def remote_class() -> Any:
-    """``ray.remote(NodeActor)``, made once (imports Ray)."""
-    global _REMOTE
-    if _REMOTE is None:
-        import ray
+    """``ray.remote(NodeActor)``, made once per process (imports Ray): a memo of a derived
+    class, not server state."""
+    import ray
 
-        _REMOTE = ray.remote(NodeActor)
-    return _REMOTE
+    return ray.remote(NodeActor)
 
 
 def actor_options(node: NodeSpec) -> dict[str, Any]:

@@ -21,12 +21,11 @@ import structlog
 
 from wfserve.kernel.errors import UsageError
 from wfserve.kernel.settings import Settings
+from wfserve.kernel.stash import StashKey
 from wfserve.plugins.executors.ray.settings import RaySettings
 
 log = structlog.get_logger(__name__)
 EXTRA_MESSAGE = "The ray executor needs the 'ray' extra: pip install 'wfserve[ray]'"
-_lock = threading.Lock()
-_owned = False
 
 
 def require_ray() -> Any:
@@ -64,22 +63,46 @@ def init_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def connect(settings: Settings) -> Any:
-    """Connect this process to the cluster ``settings`` name, once; returns the ``ray`` module.
-
-    :raises UsageError: Ray is not installed, or ``ray_address`` is malformed.
+class Connection:
+    """One server's connection to Ray (kept in ``kernel.stash[CONNECTION]``): made by the
+    first workflow that needs it, shut down at the server's shutdown only if this server made
+    it (another server in the process, or a driver that called ``ray.init`` itself, keeps
+    its own). NOTE: ``ray.init`` is per process; the lock orders the servers of one process.
     """
-    global _owned
-    ray = require_ray()
-    with _lock:
-        if ray.is_initialized():
-            return ray
-        kwargs = init_kwargs(settings)
-        log.info("connecting to Ray", address=kwargs.get("address", "local"))
-        with _keep_signal_handlers():
-            ray.init(**kwargs)
-        _owned = True
-    return ray
+
+    _process_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.owned = False
+
+    def connect(self, settings: Settings) -> Any:
+        """Connect this process to the cluster ``settings`` name, once; returns ``ray``.
+
+        :raises UsageError: Ray is not installed, or ``ray_address`` is malformed.
+        """
+        ray = require_ray()
+        with self._process_lock:
+            if ray.is_initialized():
+                return ray
+            kwargs = init_kwargs(settings)
+            log.info("connecting to Ray", address=kwargs.get("address", "local"))
+            with _keep_signal_handlers():
+                ray.init(**kwargs)
+            self.owned = True
+        return ray
+
+    def disconnect(self) -> None:
+        """Shut the Ray connection down if :meth:`connect` made it (no-op otherwise)."""
+        with self._process_lock:
+            if not self.owned:
+                return
+            self.owned = False
+            import ray
+
+            ray.shutdown()
+
+
+CONNECTION = StashKey[Connection]()
 
 
 @contextlib.contextmanager
@@ -98,13 +121,3 @@ def _keep_signal_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
-def disconnect() -> None:
-    """Shut the Ray connection down if :func:`connect` made it (no-op otherwise)."""
-    global _owned
-    with _lock:
-        if not _owned:
-            return
-        _owned = False
-        import ray
-
-        ray.shutdown()

@@ -53,7 +53,8 @@ class RayExecutor(ExecutorCore):
     def start(self) -> None:
         """Connect to the cluster, then start as every executor does (raises
         ``RegistrationFailed``, or ``UsageError``: Ray missing or a malformed ``ray_address``)."""
-        cluster.connect(self.settings)
+        self.kernel.stash.setdefault(cluster.CONNECTION, cluster.Connection).connect(
+            self.settings)
         super().start()
 
     def watch_model_call(self) -> bool:
