@@ -124,16 +124,22 @@ def root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def server(root, site, endpoint, objects, aws_files):
+def s3_server(root, site, aws_files, endpoint):
+    """A server whose only URLs are ``s3://wf-bucket/...``, the plugin loaded from ``site``
+    through its entry point."""
     python_path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
     env = {**aws_files, "PYTHONPATH": python_path, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": ""}
-    with WfserveServer(root, "--model-store", str(root / "model_store"),
-                       "--workflow-store", str(root / "wf_store"),
-                       "--snapshot-dir", str(root / "snapshots"),
-                       "--allowed-urls", f"s3://{BUCKET}/.*",
-                       "--max-download-size", str(MAX_DOWNLOAD),
-                       "--s3-endpoint-url", endpoint, env=env) as srv:
+    return WfserveServer(root, "--model-store", str(root / "model_store"),
+                         "--workflow-store", str(root / "wf_store"),
+                         "--snapshot-dir", str(root / "snapshots"),
+                         "--allowed-urls", f"s3://{BUCKET}/.*",
+                         "--max-download-size", str(MAX_DOWNLOAD),
+                         "--s3-endpoint-url", endpoint, env=env)
+
+
+@pytest.fixture(scope="module")
+def server(root, site, endpoint, objects, aws_files):
+    with s3_server(root, site, aws_files, endpoint) as srv:
         yield srv
 
 
@@ -205,6 +211,25 @@ def test_an_object_over_the_limit_is_413_and_nothing_is_left(server, root, reque
     names = [w["workflowName"] for w in
              httpx.get(f"{server.management}/workflows", timeout=10).json()["workflows"]]
     assert names == []
+
+
+def test_a_restart_restores_from_the_kept_downloads_without_s3(site, endpoint, objects,
+                                                                   aws_files, tmp_path):
+    """The snapshot keeps each download's path (``Fetched.keep``); the restarted server hands
+    it back as ``reuse`` and the plugin answers with it: S3 is not reachable then."""
+    for folder in ("model_store", "wf_store"):
+        (tmp_path / folder).mkdir()
+    with s3_server(tmp_path, site, aws_files, endpoint) as srv:
+        assert register(srv, f"s3://{BUCKET}/workflows/s3wf.war").status_code == 200
+    kept = downloads(tmp_path)
+    assert len([p for p in kept if p.count("/") == 3]) == 3
+    with s3_server(tmp_path, site, aws_files, f"http://127.0.0.1:{unused_port()}") as srv:
+        r = httpx.post(f"{srv.inference}/wfpredict/s3wf", json={"input": [0.1, 0.2, 0.3, 0.4]},
+                       timeout=60)
+        assert (r.status_code, r.json()) == (200, expected_seq()), r.text + srv.log()[-3000:]
+        assert downloads(tmp_path) == kept
+        assert httpx.delete(f"{srv.management}/workflows/s3wf", timeout=60).status_code == 200
+    assert downloads(tmp_path) == []
 
 
 # --- the installed plugin, called in this process ------------------------------------------
