@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wfserve.kernel.settings import Settings
     from wfserve.kernel.spec import WorkflowSpec
 
+#: what a fetch is for: a workflow archive or a model archive
 ArchiveKind = Literal["war", "mar"]
 
 
@@ -53,10 +54,6 @@ class Archive:
     def path(self, relative: str) -> Path:
         """The absolute path of a file named in the manifest."""
         return self.root / relative
-
-
-#: what a fetch is for: a workflow archive or a model archive
-ArchiveKind = Literal["war", "mar"]
 
 
 @dataclass(frozen=True)

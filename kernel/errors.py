@@ -13,7 +13,6 @@ is cut there (:func:`wfserve.kernel.redact.clip`), whatever outside text went in
 from __future__ import annotations
 
 from typing import Any
-from typing import ClassVar
 
 from wfserve.kernel.redact import clip
 
@@ -28,7 +27,8 @@ def _bounded(value: Any) -> Any:
 class WfserveError(Exception):
     """Root of every error the kernel and plugins raise on purpose."""
 
-    ts_type: ClassVar[str] = "InternalServerException"
+    #: TorchServe's exception name for this error: a class default that ``ts_type=`` overrides
+    ts_type: str = "InternalServerException"
 
     def __init__(self, message: str, *, ts_type: str | None = None, **fields: Any) -> None:
         message = _bounded(message)
@@ -36,7 +36,7 @@ class WfserveError(Exception):
         self.message = message
         self.fields: dict[str, Any] = {k: _bounded(v) for k, v in fields.items()}
         if ts_type is not None:
-            self.ts_type = ts_type  # type: ignore[misc]  # per-instance override
+            self.ts_type = ts_type
 
     def __getattr__(self, name: str) -> Any:
         fields = self.__dict__.get("fields", {})

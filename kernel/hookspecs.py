@@ -194,7 +194,9 @@ def wfserve_middleware(kernel: Kernel, surfaces: list[str]) -> list[Any] | None:
 def wfserve_serve(kernel: Kernel) -> int | None:
     """Run the server in the foreground until it is stopped.
 
-    :param kernel: the kernel facade, already started.
+    :param kernel: the kernel facade, not started: the plugin runs the start-up phases
+        (:func:`wfserve.kernel.startup.start`) in the process that serves, and
+        ``kernel.hooks.shutdown`` when it stops.
     :returns: the process exit code, or None when this plugin does not serve. First non-None
         result wins; if none answers ``wfserve serve`` says no server plugin is installed.
         Called from the main thread of ``wfserve serve``.

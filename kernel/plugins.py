@@ -152,7 +152,7 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
 
 
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+    return pm.get_name(plugin) or str(getattr(plugin, "__name__", repr(plugin)))
 
 
 def _describe(exc: pluggy.PluginValidationError) -> str:

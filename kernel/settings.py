@@ -201,7 +201,8 @@ def _rows(cls: type, section: type | None) -> Iterator[SettingInfo]:
     for f in dataclasses.fields(cls):
         if f.metadata.get("section"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        factory = f.default_factory  # a field has a default or a default_factory, not both
+        default = f.default if factory is dataclasses.MISSING else factory()
         meta = f.metadata
         yield SettingInfo(f.name, hints[f.name], default, meta["help"], meta.get("ts_key"),
                           meta.get("choices", ()), meta.get("secret", False), section)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 from typing import Generic
 from typing import TypeVar
 from typing import cast
@@ -28,25 +29,25 @@ class Stash:
     __slots__ = ("_data", "_lock")
 
     def __init__(self) -> None:
-        self._data: dict[StashKey[object], object] = {}
+        self._data: dict[StashKey[Any], object] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, key: StashKey[T]) -> T:
-        return cast(T, self._data[key])  # type: ignore[index]
+        return cast(T, self._data[key])
 
     def __setitem__(self, key: StashKey[T], value: T) -> None:
-        self._data[key] = value  # type: ignore[index]
+        self._data[key] = value
 
     def __contains__(self, key: StashKey[T]) -> bool:
         return key in self._data
 
     def get(self, key: StashKey[T], default: T | None = None) -> T | None:
         """The value for ``key``, or ``default``."""
-        return cast("T | None", self._data.get(key, default))  # type: ignore[call-overload]
+        return cast("T | None", self._data.get(key, default))
 
     def setdefault(self, key: StashKey[T], factory: Callable[[], T]) -> T:
         """The value for ``key``, made by ``factory`` (once, under a lock) when absent."""
         with self._lock:
             if key not in self._data:
-                self._data[key] = factory()  # type: ignore[index]
-            return cast(T, self._data[key])  # type: ignore[index]
+                self._data[key] = factory()
+            return cast(T, self._data[key])

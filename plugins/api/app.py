@@ -136,8 +136,9 @@ def create_app(kernel: Kernel, surfaces: Iterable[str]) -> RoutedApp:
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.strip_url_path_trailing_slash = True
     # NOTE: no default Content-Type: a model's answer has none unless its handler set one, as
-    # in TorchServe; every other resource sets its own
-    app.resp_options.default_media_type = None
+    # in TorchServe; every other resource sets its own (falcon types the option str, yet its
+    # App sends no Content-Type for None)
+    app.resp_options.default_media_type = None  # type: ignore[assignment]  # None: see above
     errors.install(app)
     for surface in names:
         app.adding = surface

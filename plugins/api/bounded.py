@@ -325,8 +325,8 @@ class BoundedInput:
     def _late(self, alarm: Alarm) -> BadRequest:
         """The error for a step past ``alarm`` (the connection is not to be reused)."""
         self.failed = True
-        fields = {"received": self._count,
-                  "seconds": round(time.monotonic() - self._start, 3)}
+        fields: dict[str, Any] = {"received": self._count,
+                                  "seconds": round(time.monotonic() - self._start, 3)}
         if alarm.event == BODY_SLOW:
             return BodyTooSlow(f"The request body was sent slower than "
                                f"{self._bounds.min_rate} bytes/s", **fields)

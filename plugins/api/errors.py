@@ -7,6 +7,7 @@ logged with its traceback and answered 500 without it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import falcon
@@ -82,7 +83,8 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, exc: Exception
         message = exc.description or exc.title or "Bad request"
         _answer(resp, code, "BadRequestException" if code < 500 else "InternalServerException",
                 message)
-    for name, value in (exc.headers or {}).items():
+    headers = exc.headers or {}  # falcon takes a mapping or (name, value) pairs
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers:
         if name.lower() != "content-type":
             resp.set_header(name, value)
 

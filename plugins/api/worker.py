@@ -189,6 +189,8 @@ class TimedThreadWorker(ThreadWorker):
         self.waiting_lock = threading.Lock()
         super().init_process()
 
+    wsgi: Callable[..., Any]  # set by gunicorn's load_wsgi
+
     def load_wsgi(self) -> None:
         super().load_wsgi()
         self.wsgi = self.bounded(self.wsgi)

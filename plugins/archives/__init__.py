@@ -109,8 +109,12 @@ def open_archive(path: Path, workdir: Path, limits: Limits | None = None) -> Arc
     return archive
 
 
+#: the archive a file suffix promises
+_KINDS: dict[str, ArchiveKind] = {".war": "war", ".mar": "mar"}
+
+
 def _read(source: Path, extracted: Path) -> Archive:
-    expected: ArchiveKind | None = {".war": "war", ".mar": "mar"}.get(source.suffix.lower())
+    expected = _KINDS.get(source.suffix.lower())
     root = find_root(extracted) or extracted
     kind = kind_of(root)
     if kind is None or (expected is not None and kind != expected):

@@ -24,8 +24,10 @@ Memory is so bounded by the caps, whatever the headers claim.
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from typing import cast
 
 from wfserve.kernel.errors import BadArchive
 from wfserve.kernel.redact import clip
@@ -101,7 +103,7 @@ class GuardedTarInfo(tarfile.TarInfo):
         guard = tar.guard
         self._guard = guard
         guard.header(self)
-        member = super()._proc_member(tar)
+        member = super()._proc_member(tar)  # type: ignore[misc]  # private: not in typeshed
         guard.size(member)  # a pax header may have replaced the size
         return member
 
@@ -134,4 +136,6 @@ def open_tar(source: Path) -> tarfile.TarFile:
     :raises TooLarge: an extended header past the caps (see the module docstring).
     :raises BadArchive: a header the guard refuses.
     """
-    return GuardedTarFile.open(source, "r:*", guard=HeaderGuard(source))
+    # NOTE: TarFile.open hands extra keywords (guard) on to the class; typeshed lists none
+    opener = cast("Callable[..., tarfile.TarFile]", GuardedTarFile.open)
+    return opener(source, "r:*", guard=HeaderGuard(source))

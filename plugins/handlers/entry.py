@@ -81,6 +81,8 @@ def resolve(module: ModuleType | NativeBaseHandler, function: str | None,
         initialization raised.
     """
     name = function or "handle"
+    entry: Entry
+    init: Callable[[Any], Any]
     if isinstance(module, NativeBaseHandler):
         entry, init = module.handle, module.initialize
     elif hasattr(module, name):  # TorchServe: hasattr, not callable (a non-callable fails init)

@@ -15,6 +15,8 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterator
 from collections.abc import Sequence
+from typing import Generic
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import HistogramMetricFamily
@@ -65,7 +67,11 @@ class HistogramSeries:
             return list(self.counts), self.sum
 
 
-class Family(Collector):
+#: the series type of a family
+S = TypeVar("S", CounterSeries, HistogramSeries)
+
+
+class Family(Collector, Generic[S]):
     """A metric name with label names; ``labels(*values)`` gives the (cached) series."""
 
     kind = ""
@@ -75,15 +81,15 @@ class Family(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], CounterSeries | HistogramSeries] = {}
+        self._series: dict[tuple[str, ...], S] = {}
         self._lock = threading.Lock()
         if registry is not None:
             registry.register(self)
 
-    def _new(self) -> CounterSeries | HistogramSeries:
+    def _new(self) -> S:
         raise NotImplementedError
 
-    def labels(self, *values: str) -> CounterSeries | HistogramSeries:
+    def labels(self, *values: str) -> S:
         """The series of these label values (created on first use)."""
         found = self._series.get(values)
         if found is None:
@@ -93,7 +99,7 @@ class Family(Collector):
                 found = self._series.setdefault(tuple(str(v) for v in values), self._new())
         return found
 
-    def _items(self) -> list[tuple[tuple[str, ...], CounterSeries | HistogramSeries]]:
+    def _items(self) -> list[tuple[tuple[str, ...], S]]:
         with self._lock:
             return sorted(self._series.items())
 
@@ -105,15 +111,11 @@ class Family(Collector):
         raise NotImplementedError
 
 
-class Counter(Family):
+class Counter(Family[CounterSeries]):
     """A labelled counter family, exposed as ``<name>_total``."""
 
     def _new(self) -> CounterSeries:
         return CounterSeries()
-
-    def labels(self, *values: str) -> CounterSeries:  # type: ignore[override]
-        """The counter of these label values."""
-        return super().labels(*values)  # type: ignore[return-value]
 
     def _families(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -121,11 +123,11 @@ class Counter(Family):
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, series in self._items():
-            family.add_metric(list(values), series.value)  # type: ignore[union-attr]
+            family.add_metric(list(values), series.value)
         yield family
 
 
-class Histogram(Family):
+class Histogram(Family[HistogramSeries]):
     """A labelled histogram family with fixed upper bounds (``+Inf`` added)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
@@ -138,10 +140,6 @@ class Histogram(Family):
     def _new(self) -> HistogramSeries:
         return HistogramSeries(self.bounds)
 
-    def labels(self, *values: str) -> HistogramSeries:  # type: ignore[override]
-        """The histogram of these label values."""
-        return super().labels(*values)  # type: ignore[return-value]
-
     def _families(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
@@ -149,7 +147,7 @@ class Histogram(Family):
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         uppers = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
         for values, series in self._items():
-            counts, total = series.snapshot()  # type: ignore[union-attr]
+            counts, total = series.snapshot()
             cumulative, running = [], 0
             for upper, n in zip(uppers, counts, strict=True):
                 running += n

@@ -456,3 +456,16 @@ def test_body_length_and_closing_after_an_early_answer():
     close_after(resp.start_response)
     assert resp.closed
     close_after(lambda *a: None)  # another server's start_response: nothing to do
+
+
+def test_http_error_headers_are_copied_whether_a_mapping_or_pairs():
+    """Falcon takes an error's headers as a dict or as (name, value) pairs: both reach the
+    answer (Content-Type stays TorchServe's JSON)."""
+    from wfserve.plugins.api.errors import handle_http_error
+
+    for headers in ({"Retry-After": "3"}, [("Retry-After", "3"), ("Content-Type", "x/y")]):
+        resp = falcon.Response()
+        error = falcon.HTTPError(falcon.HTTP_503, headers=headers)
+        handle_http_error(falcon.testing.create_req(), resp, error, {})
+        assert resp.get_header("Retry-After") == "3"
+        assert resp.content_type != "x/y"

@@ -77,7 +77,8 @@ class Engine(EngineCore):
         when it failed on this actor and the node has another one."""
         if not any(a.avoid is worker for a in batch) or len(node.live()) < 2:
             return batch
-        mine, others = [], []
+        mine: list[Attempt] = []
+        others: list[Attempt] = []
         for att in batch:
             (others if att.avoid is worker else mine).append(att)
         for att in others:
