@@ -1,8 +1,7 @@
 """The ``wfserve`` command: ``serve``, ``settings``, ``plugins``, ``check`` and plugin commands.
 
 Settings come from the table in :mod:`wfserve.kernel.settings`; every setting is also a ``serve``
-flag.
-TorchServe's own flags are accepted as aliases (``--ts-config``, ``--model-store``,
+flag. TorchServe's own flags are accepted as aliases (``--ts-config``, ``--model-store``,
 ``--workflow-store``, ``--ncs``, ``--disable-token-auth``, ``--enable-model-api``).
 """
 

@@ -2,8 +2,7 @@
 
 The fetchers own their downloads (where they are written, whether one can be reused, how it
 is deleted): ``wfserve_fetch`` returns a :class:`~wfserve.kernel.contracts.Fetched`. The kernel
-keeps,
-per registration, each fetch's ``release`` (called when the registration fails or is
+keeps, per registration, each fetch's ``release`` (called when the registration fails or is
 unregistered) and its ``keep`` under a key (``""`` for the ``.war``, else the node name),
 with the URL redacted, so that a snapshot can hand it back as ``reuse`` on the next start and
 never stores a password.

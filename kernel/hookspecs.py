@@ -1,8 +1,7 @@
 """Every wfserve hook specification. Each docstring is the hook's contract.
 
 Hooks are called by keyword through :class:`wfserve.kernel.plugins.Hooks`; an implementation may
-take
-fewer arguments than its specification (pluggy's opt-in arguments), never more. Built-in
+take fewer arguments than its specification (pluggy's opt-in arguments), never more. Built-in
 implementations of first-result hooks are ``trylast`` so that any installed plugin answers first.
 """
 
@@ -68,8 +67,7 @@ def wfserve_open_archive(path: Path, workdir: Path, settings: Settings) -> Archi
     :param workdir: an empty folder owned by the caller; nothing may be written outside it.
     :param settings: the server settings (``max_archive_size``, ``max_archive_entries``).
     :returns: the opened :class:`~wfserve.kernel.contracts.Archive`, or None when the format is not
-    this
-        plugin's. Raise ``BadArchive`` for a file that is yours but corrupt or unsafe.
+        this plugin's. Raise ``BadArchive`` for a file that is yours but corrupt or unsafe.
         First non-None result wins; if none answers the kernel raises ``UnknownArchiveFormat``.
         Called from the registering thread.
     """
@@ -254,8 +252,7 @@ def wfserve_startup(kernel: Kernel) -> None:
     """Start-up phase 1, prepare: make this server's plugin state, before any registration.
 
     Keep the state in ``kernel.stash`` and register stateful plugin objects (their hooks
-    then
-    see every later phase and every registration event); write key files, start background
+    then see every later phase and every registration event); write key files, start background
     work. Register no workflow here: every registration event must find the state in place.
 
     :param kernel: the kernel facade.

@@ -330,8 +330,7 @@ def load_settings(
         keys are reported in ``ignored``, not refused.
     :param ignored: gets ``(key, reason)`` for each key that is not used: a ``config.properties``
         key wfserve does not use (:func:`~wfserve.kernel.torchserve_keys.ignored_reason`), a key of
-        a
-        disabled plugin; for the caller to report.
+        a disabled plugin; for the caller to report.
     :param lenient: skip unknown keys instead of refusing them (the first, kernel-only read
         that finds which plugins are disabled).
     :raises UsageError: an unreadable file, an unknown key, or a value of the wrong type.

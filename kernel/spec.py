@@ -7,8 +7,7 @@ run with one worker, batch 1 and no delay (TorchServe §3.9) but the global retr
 
 Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we raise a
 :class:`~wfserve.kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a
-global
-property applies to every model whatever its position in the file.
+global property applies to every model whatever its position in the file.
 """
 
 from __future__ import annotations

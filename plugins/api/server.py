@@ -2,8 +2,7 @@
 
 The registry and the models live in the worker, so the app is built after the fork
 (``load``), where the start-up phases run (:func:`wfserve.kernel.startup.start`: restoring
-snapshots,
-registering ``workflows``...); ``wfserve_shutdown`` runs when the worker exits. Settings
+snapshots, registering ``workflows``...); ``wfserve_shutdown`` runs when the worker exits. Settings
 for gunicorn itself come from ``conf/gunicorn.conf.py``; binds, threads and worker count
 from wfserve's settings.
 """

@@ -2,8 +2,7 @@
 
 Messages name the file and the reason. Any text taken from the archive (an entry name, an
 exception's message) is clipped with :func:`wfserve.kernel.redact.clip` where it is put in; the
-reason
-as a whole is clipped again here, so no refusal can carry megabytes into an answer or a log.
+reason as a whole is clipped again here, so no refusal can carry megabytes into an answer or a log.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ built-in: with ``wfserve[ts]`` installed TorchServe's own, without it ``base_han
 :class:`~wfserve.plugins.handlers.native.NativeBaseHandler` and the others a clear error). Every
 call
 imports a fresh copy of the handler module (:mod:`wfserve.plugins.handlers.importer`), so workers
-and
-workflows never share module state, and initializes it once, as TorchServe's loader does.
+and workflows never share module state, and initializes it once, as TorchServe's loader does.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ It is a compatibility view built at the handler boundary from typed data (the no
 :class:`~wfserve.kernel.spec.NodeConfig`, the :class:`~wfserve.kernel.contracts.LoadContext`, the
 archive, the
 batch's :class:`~wfserve.kernel.contracts.RowMeta`). Per batch, as ``ts/service.py`` does, each row
-gets
-a :class:`RequestProcessor` holding TorchServe's per-request header dict
+gets a :class:`RequestProcessor` holding TorchServe's per-request header dict
 (:func:`request_header`) and the status and headers the handler sets for its answer, which
 :meth:`Context.record_responses` copies back into ``RowMeta.response``. Request ids are dashed
 UUIDs (:func:`handler_request_id`); ``metrics`` is TorchServe's metrics cache
@@ -57,8 +56,7 @@ def request_header(row: Mapping[str, Any], headers: Mapping[str, str]) -> dict[s
 
     One entry ``{name: {"content-type": ct}}`` per input parameter (``ct`` from the row's
     ``content_types`` when it is a :class:`~wfserve.kernel.contracts.InputRow`, else ``""``), then
-    the
-    request's headers, written after them: a header named like a parameter (names compared
+    the request's headers, written after them: a header named like a parameter (names compared
     without case) replaces it.
     """
     types: Mapping[str, str] = getattr(row, "content_types", None) or {}

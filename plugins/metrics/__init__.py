@@ -2,8 +2,7 @@
 
 The metrics of one server are a :class:`ServerMetrics` plugin object, made in the start-up's
 prepare phase (``wfserve_startup``, :mod:`wfserve.kernel.startup`), before any workflow is
-registered,
-and kept in ``kernel.stash[METRICS]``. Its wrapper hookimpls are cross-cutting:
+registered, and kept in ``kernel.stash[METRICS]``. Its wrapper hookimpls are cross-cutting:
 ``wfserve_make_executor`` wraps the chosen executor (each request's outcome, latency, node
 timings, retries, timeouts) and ``wfserve_load_handler`` wraps each handler (each call:
 duration, batch size, rows, errors by class); the calls an engine reports through

@@ -8,8 +8,7 @@ serves the same workflows, versions, defaults and node scale.
   turns both writing and restoring off.
 - Restored in the start-up's restore phase (``wfserve_restore``), before the ``workflows``
   setting and the example are registered (:mod:`wfserve.kernel.startup`). A corrupt snapshot is
-  logged
-  and skipped for the next older one; it is fully validated before anything is applied. A
+  logged and skipped for the next older one; it is fully validated before anything is applied. A
   workflow that fails to register is logged and the rest are restored.
 - Written on every registration change (``wfserve_workflow_event``: registered, unregistered,
   updated, scaled) after the restore.

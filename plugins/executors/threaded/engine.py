@@ -1,7 +1,6 @@
 """The threaded engine's request path: a batch runs on a worker by calling its handler on
 the thread that holds the worker (:class:`~wfserve.plugins.executors.core.engine.EngineCore` does
-the
-rest).
+the rest).
 
 Fast path: a batch-size-1 node whose queue is empty runs on the thread that produced its
 input when one of its workers is idle, so a chain of such nodes costs no thread handoff per

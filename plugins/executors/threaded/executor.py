@@ -2,8 +2,7 @@
 
 Node workers are handler instances in this process; where they live is all this module adds
 to the executor core (:mod:`wfserve.plugins.executors.core`). Threads per workflow: one collector
-per
-worker of each node, elastic runner threads (busy ones bounded by the number of workers), the
+per worker of each node, elastic runner threads (busy ones bounded by the number of workers), the
 core's watchdog. ``close`` joins them all, except a handler that never returns, whose thread is
 left behind (daemon) and logged.
 """
