@@ -165,8 +165,8 @@ def test_an_s3_workflow_registers_answers_and_leaves_nothing_when_unregistered(s
     r = register(server, f"s3://{BUCKET}/workflows/s3wf.war")
     assert r.status_code == 200, r.text + server.log()[-3000:]
     held = downloads(root)
-    assert [p.rsplit("/", 1)[-1] for p in held if p.count("/") == 3] == [
-        "m1.mar", "m2.mar", "s3wf.war"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in held if p.count("/") == 3) == [
+        "m1.mar", "m2.mar", "s3wf.war"]  # NOTE: each in its own <uuid>/ folder, any order
     r = httpx.post(f"{server.inference}/wfpredict/s3wf", json={"input": [0.1, 0.2, 0.3, 0.4]},
                    timeout=60)
     assert (r.status_code, r.json()) == (200, expected_seq()), r.text
