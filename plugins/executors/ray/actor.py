@@ -127,7 +127,9 @@ class NodeActor:
         return (status, *outputs)
 
     def __del__(self) -> None:
-        shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)
+        folder = getattr(self, "folder", "")
+        if folder and shutil is not None:  # NOTE: at interpreter exit module globals are None
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_handler(node: NodeSpec, archive: Archive, context: LoadContext) -> NodeHandler:
