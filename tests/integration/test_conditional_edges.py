@@ -61,7 +61,8 @@ def report(data, context):
 
 
 @pytest.fixture(scope="module")
-def server(peer_stores, tmp_path_factory):
+def stores(peer_stores, tmp_path_factory):
+    """A model store with m1.mar and a workflow store with cond.war, bad.war, readme.war."""
     root = tmp_path_factory.mktemp("conditional")
     shutil.copytree(peer_stores.model_store, root / "model_store")
     src = root / "src"
@@ -78,8 +79,19 @@ def server(peer_stores, tmp_path_factory):
     (src / "readme_handler.py").write_text(python_block)
     build_war(root / "wf_store", "readme", spec_file=src / "readme.yaml",
               handler=src / "readme_handler.py")
-    with WfserveServer(root, "--model-store", str(root / "model_store"), "--workflow-store",
-                       str(root / "wf_store"), "--workflows", "cond.war") as srv:
+    return root
+
+
+def serve(root, workdir, *args):
+    workdir.mkdir()
+    return WfserveServer(workdir, "--model-store", str(root / "model_store"), "--workflow-store",
+                         str(root / "wf_store"), "--no-snapshot", "--workflows", "cond.war",
+                         *args)
+
+
+@pytest.fixture(scope="module")
+def server(stores):
+    with serve(stores, stores / "threaded") as srv:
         yield srv
 
 
@@ -199,3 +211,24 @@ def test_the_readme_example_answers_as_written(server):
     assert r.json() == {"code": 500, "type": "InternalServerException", "message": (
         "Workflow readme: no leaf node ran for this request (the conditions of its edges "
         "skipped every leaf: dog_breed, cat_breed)")}
+
+
+RAY_CASES = [{"label": "dog"}, {"label": "both"}, {"label": "cat", "input": SAMPLE},
+             {"label": "fish", "input": SAMPLE}, {"label": "bird"}, "plain text"]
+
+
+def answer(server, case):
+    body = case.encode() if isinstance(case, str) else json.dumps(case).encode()
+    r = httpx.post(f"{server.inference}/wfpredict/cond", content=body,
+                   headers={"Content-Type": "application/json"}, timeout=60)
+    return r.status_code, r.json(), sorted(timed_nodes(r)) if r.status_code == 200 else None
+
+
+def test_the_ray_executor_routes_as_the_threaded_one(server, stores):
+    """The rules live in the executor core: the Ray engine answers every case alike (its
+    outputs stay in the object store; a conditional parent's are fetched for its edges)."""
+    pytest.importorskip("ray")
+    reference = [answer(server, case) for case in RAY_CASES]
+    assert [status for status, _, _ in reference] == [200, 200, 200, 200, 500, 500]
+    with serve(stores, stores / "ray", "--executor", "ray", "--ray-num-cpus", "2") as ray_srv:
+        assert [answer(ray_srv, case) for case in RAY_CASES] == reference
