@@ -2,6 +2,7 @@
 executor core applies (a node runs if one incoming edge holds; joins; skipped leaves; errors),
 including a property test against a sequential reference over random DAGs."""
 
+import itertools
 import json
 import textwrap
 import threading
@@ -373,3 +374,15 @@ def test_the_executor_agrees_with_a_sequential_reference(tmp_path, dag, bodies):
             assert all(len(r) == 1 for r in seen.values())
     finally:
         ex.close(5)
+
+
+def test_a_long_skipped_chain_is_settled(executors, tmp_path):
+    """Skipping 1500 nodes in a row settles them all (no recursion limit), and the other
+    branch answers."""
+    chain = [f"c{i}" for i in range(1500)]
+    lines = ["models: {}", "dag:", f"  a: [{chain[0]}, z]"]
+    lines += [f"  {p}: [{c}]" for p, c in itertools.pairwise(chain)]
+    lines += ["edges:", f"  a -> {chain[0]}: {{when: \"`false`\"}}"]
+    handlers = {n: per_row(lambda r: b"{}") for n in ["a", "z", *chain]}
+    ex = build(executors, tmp_path, "\n".join(lines) + "\n", handlers)
+    assert ex.submit(request(b"{}")).result(30).outputs == {"z": b"{}"}

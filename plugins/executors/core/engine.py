@@ -127,28 +127,30 @@ def _settle(req: Req, parent: str, child: NodeBase, out: Any, delivered: bool,
             nodes: Mapping[str, NodeBase], ready: Ready) -> bool:
     """``parent`` is settled for ``child``: it delivered ``out`` (its edge held) or not (it
     was skipped, or its edge did not hold). Runs or skips ``child`` once its last parent is
-    settled; True when that settled ``req``'s last leaf."""
-    left = req.pending[child.name] - 1
-    req.pending[child.name] = left
-    if delivered and len(child.parents) == 1:  # TorchServe's shape, without gathering
-        ready.append((req, child, {"body": out}))
-        return False
-    if delivered:
-        req.inputs.setdefault(child.name, {})[parent] = out
-    if left > 0:
-        return False
-    gathered = req.inputs.pop(child.name, {})
-    if len(gathered) > 1:
-        ready.append((req, child, {p: gathered[p] for p in child.parents if p in gathered}))
-        return False
-    if gathered:
-        ready.append((req, child, {"body": next(iter(gathered.values()))}))
-        return False
-    if child.is_leaf:  # skipped
-        return _leaf_settled(req)
+    settled, a skip settling its own children in turn (a work list, not recursion: a long
+    skipped chain is fine); True when that settled ``req``'s last leaf."""
     finished = False
-    for name in child.children:
-        finished = _settle(req, child.name, nodes[name], None, False, nodes, ready) or finished
+    work = [(parent, child, out, delivered)]
+    while work:
+        parent, child, out, delivered = work.pop()
+        left = req.pending[child.name] - 1
+        req.pending[child.name] = left
+        if delivered and len(child.parents) == 1:  # TorchServe's shape, without gathering
+            ready.append((req, child, {"body": out}))
+            continue
+        if delivered:
+            req.inputs.setdefault(child.name, {})[parent] = out
+        if left > 0:
+            continue
+        gathered = req.inputs.pop(child.name, {})
+        if len(gathered) > 1:
+            ready.append((req, child, {p: gathered[p] for p in child.parents if p in gathered}))
+        elif gathered:
+            ready.append((req, child, {"body": next(iter(gathered.values()))}))
+        elif child.is_leaf:  # skipped
+            finished = _leaf_settled(req) or finished
+        else:
+            work.extend((child.name, nodes[n], None, False) for n in reversed(child.children))
     return finished
 
 
