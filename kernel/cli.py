@@ -165,7 +165,8 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Parse a spec and validate its DAG; print a summary or the error."""
+    """Parse a spec (wfserve's ``edges:`` included) and validate its DAG; print a summary, a
+    conditional edge's child followed by ``[when <condition>]``, or the error."""
     try:
         text = args.spec.read_text()
     except OSError as exc:
@@ -182,7 +183,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     for name in dag.order:
         node = spec.nodes[name]
         extra = f" url={redact_url(node.url)}" if node.url else ""
-        children = ", ".join(dag.children(name)) or "(leaf)"
+        children = ", ".join(
+            f"{child} [when {spec.conditions[(name, child)].source}]"
+            if (name, child) in spec.conditions else child
+            for child in dag.children(name)) or "(leaf)"
         sys.stdout.write(
             f"{name}: {node.kind}{extra} -> {children}  {node.config.as_properties()}\n"
         )

@@ -153,6 +153,16 @@ class NodeFailed(WfserveError):
     ts_type = "InternalServerException"
 
 
+class ConditionFailed(NodeFailed):
+    """A conditional edge's ``when`` could not be evaluated over its parent's output for one
+    request (fields: workflow, node (the parent), edge (``parent -> child``), cause)."""
+
+
+class NoLeafRan(WfserveError):
+    """Conditional edges skipped every leaf of the DAG for one request (fields: workflow,
+    skipped (the leaves))."""
+
+
 class PredictionFailed(WfserveError):
     """A node called as a model (``/predictions/<wf>__<node>``) failed; ``http_status`` is the
     HTTP status TorchServe answers for that failure (a ``PredictionException``'s own code, 503,

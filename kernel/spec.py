@@ -1,4 +1,5 @@
-"""The workflow spec YAML (``models:`` and ``dag:``) as a typed :class:`WorkflowSpec`.
+"""The workflow spec YAML (``models:``, ``dag:`` and wfserve's ``edges:``) as a typed
+:class:`WorkflowSpec`.
 
 TorchServe's meaning is kept: six properties with its defaults, set globally under ``models:``
 or per model, a per-model value winning over the global one; every other key under ``models:``
@@ -8,6 +9,11 @@ run with one worker, batch 1 and no delay (TorchServe §3.9) but the global retr
 Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we raise a
 :class:`~wfserve.kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a
 global property applies to every model whatever its position in the file.
+
+``edges:`` is a wfserve extension: per-edge options, keyed ``parent -> child`` (an edge of
+``dag:``). Its one option is ``when``, a condition over the parent's output
+(:mod:`wfserve.kernel.conditions`), compiled here; a spec without ``edges:`` means what it
+means to TorchServe.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Literal
 
 import yaml
 
+from wfserve.kernel.conditions import Condition
 from wfserve.kernel.dag import Dag
 from wfserve.kernel.dag import java_map_string
 from wfserve.kernel.errors import SpecError
@@ -45,6 +52,10 @@ GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
 SectionCheck = Callable[[Any], Any]
 
 NodeKind = Literal["model", "function"]
+#: the options an ``edges:`` entry may set
+EDGE_OPTIONS = ("when",)
+#: an edge, ``(parent, child)``
+Edge = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -83,13 +94,18 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class WorkflowSpec:
-    """A parsed spec: global properties, every DAG node, the edges as written."""
+    """A parsed spec: global properties, every DAG node, the edges as written.
+
+    ``conditions`` holds the ``when`` of each conditional edge (``edges:``), in the order
+    written; an edge not in it always holds. Empty for a TorchServe spec.
+    """
 
     globals: NodeConfig
     nodes: Mapping[str, NodeSpec]
     edges: Mapping[str, tuple[str, ...]]
     typed: bool = False
     unused_models: tuple[str, ...] = ()
+    conditions: Mapping[Edge, Condition] = field(default_factory=dict)
 
     def dag(self) -> Dag:
         """The validated DAG; raises ``InvalidDAG`` with TorchServe's message."""
@@ -261,6 +277,54 @@ def _parse_dag(dag: Any) -> dict[str, tuple[str, ...]]:
     return edges
 
 
+def edge_name(edge: Edge) -> str:
+    """An edge as ``edges:`` keys it and messages name it: ``parent -> child``."""
+    return f"{edge[0]} -> {edge[1]}"
+
+
+def _parse_edge_key(key: Any, section: Any, dag: Mapping[str, tuple[str, ...]]) -> Edge:
+    if not isinstance(key, str) or key.count("->") != 1:
+        raise _fail(f"edges: key {key!r} must be 'parent -> child'", section, key)
+    parent, child = (part.strip() for part in key.split("->"))
+    for name in (parent, child):
+        if not is_valid_name(name):
+            raise _fail(f"edges: '{key}': node name {name!r} must be {NAME_RULE}", section, key)
+    if child not in dag.get(parent, ()):
+        raise _fail(f"edges: '{key}' is not an edge of the dag", section, key)
+    return parent, child
+
+
+def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]) -> dict[Edge, Condition]:
+    """``edges:`` as the conditions of its conditional edges (see the module docstring)."""
+    if not isinstance(section, dict):
+        raise SpecError("'edges' must be a mapping of 'parent -> child' to options",
+                        key="edges", line=getattr(section, "line", None))
+    conditions: dict[Edge, Condition] = {}
+    seen: set[Edge] = set()
+    for key, options in section.items():
+        edge = _parse_edge_key(key, section, dag)
+        if edge in seen:
+            raise _fail(f"edges: '{edge_name(edge)}' is given twice", section, key)
+        seen.add(edge)
+        if options is None:
+            continue
+        if not isinstance(options, dict):
+            raise _fail(f"edges: '{key}' must map to options (known: when)", section, key)
+        for option, value in options.items():
+            if option not in EDGE_OPTIONS:
+                raise _fail(f"edges: '{key}': unknown option '{option}' (known: "
+                            f"{', '.join(EDGE_OPTIONS)})", section, key)
+            if not isinstance(value, str) or not value.strip():
+                raise _fail(f"edges: '{key}': 'when' must be a non-empty string, got "
+                            f"{value!r}", section, key)
+            try:
+                conditions[edge] = Condition.compile(value)
+            except ValueError as exc:
+                raise _fail(f"edges: '{key}': bad condition {value!r}: {exc}",
+                            section, key) from None
+    return conditions
+
+
 def parse_spec(text: str, source: str = "spec",
                sections: Mapping[str, SectionCheck] | None = None) -> WorkflowSpec:
     """Parse a workflow spec.
@@ -270,8 +334,10 @@ def parse_spec(text: str, source: str = "spec",
     :param sections: the per-model sections plugins own (``Hooks.spec_sections``), each with
         its check; any other key of a model is unknown.
     :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
-        is not an integer or is below its minimum, min-workers above max-workers. The DAG is
-        not validated here: call :meth:`WorkflowSpec.dag`.
+        is not an integer or is below its minimum, min-workers above max-workers; under
+        ``edges:`` a key that is not an edge of the dag, an unknown option, a condition that
+        does not compile (each naming the edge). The DAG is not validated here: call
+        :meth:`WorkflowSpec.dag`.
     """
     doc = _load_yaml(text, source)
     if not isinstance(doc, dict):
@@ -284,6 +350,7 @@ def parse_spec(text: str, source: str = "spec",
     global_props, global_ext, entries = _parse_models(doc["models"])
     globals_ = _config(global_props, doc["models"], "models")
     edges = _parse_dag(doc["dag"])
+    conditions = _parse_edges(doc["edges"], edges) if "edges" in doc else {}
 
     models = {
         name: _parse_model(name, entry, global_props, _line(doc["models"], name),
@@ -301,4 +368,5 @@ def parse_spec(text: str, source: str = "spec",
         else:
             nodes[name] = NodeSpec(name, "function", function_config, line=_line(doc["dag"], name))
     unused = tuple(n for n in models if n not in nodes)
-    return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused)
+    return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused,
+                        conditions)

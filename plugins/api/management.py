@@ -22,6 +22,7 @@ from wfserve.kernel.lifecycle import unregister_workflow
 from wfserve.kernel.lifecycle import update_workflow
 from wfserve.kernel.redact import redact_url
 from wfserve.kernel.registry import page
+from wfserve.kernel.spec import edge_name
 from wfserve.plugins.api.decoding import json_pretty
 from wfserve.plugins.api.decoding import media_type
 from wfserve.plugins.api.decoding import read_body
@@ -132,12 +133,13 @@ def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
     TorchServe's fields come first and unchanged (the spec's global values); the extensions
     are ``workflowVersion``, ``isDefault`` and ``nodes``: per node the live ``minWorkers``,
     ``maxWorkers``, ``batchSize``, ``maxBatchDelay``, ``workers`` (id and status) and
-    ``queued``, as changed by the scale call.
+    ``queued``, as changed by the scale call; and, only for a spec with conditional edges,
+    ``edges``: ``{"parent -> child": {"when": "<condition>"}}``.
     """
     spec = entry.workflow.spec
     g = spec.globals
     nodes = {name: node_view(node) for name, node in entry.executor.describe().nodes.items()}
-    return {
+    described = {
         "workflowName": entry.name,
         "workflowUrl": entry.workflow.url,
         "minWorkers": g.min_workers,
@@ -149,6 +151,10 @@ def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
         "isDefault": is_default,
         "nodes": nodes,
     }
+    if spec.conditions:
+        described["edges"] = {edge_name(edge): {"when": condition.source}
+                              for edge, condition in spec.conditions.items()}
+    return described
 
 
 class WorkflowItem:

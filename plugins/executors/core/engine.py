@@ -9,7 +9,8 @@ its own. Everything else happens here, for every engine alike:
   its dispatch, and settled once, under :attr:`~EngineCore.lock`: ``QUEUED -> RUNNING -> DONE``,
   or ``ABANDONED`` by the watchdog, after which it never delivers;
 - a batch's outputs are paired with its attempts by identity; a node's output goes to its
-  children (TorchServe's input shapes, :func:`advance`);
+  children (TorchServe's input shapes, :func:`advance`), to those whose edge holds when the
+  spec makes some edges conditional (:class:`Routing`; a node no edge reaches is skipped);
 - a failed attempt is retried up to ``retry-attempts`` times, then its request fails with
   ``NodeFailed`` and its other branches stop; a node run alone (a model call) runs once and
   fails with TorchServe's status and message (:mod:`wfserve.plugins.executors.failures`).
@@ -25,13 +26,19 @@ from typing import Any
 
 import structlog
 
+from wfserve.kernel.conditions import Condition
+from wfserve.kernel.conditions import ConditionError
 from wfserve.kernel.contracts import NodeTiming
 from wfserve.kernel.contracts import PredictRequest
 from wfserve.kernel.contracts import PredictResult
+from wfserve.kernel.errors import ConditionFailed
 from wfserve.kernel.errors import NodeFailed
+from wfserve.kernel.errors import NoLeafRan
 from wfserve.kernel.errors import Timeout
 from wfserve.kernel.errors import Unavailable
 from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.spec import WorkflowSpec
+from wfserve.kernel.spec import edge_name
 from wfserve.plugins.executors.core.nodes import NodeBase
 from wfserve.plugins.executors.core.records import ABANDONED
 from wfserve.plugins.executors.core.records import DONE
@@ -77,12 +84,21 @@ class WorkerTimedOut(WorkerLost):
 
 
 def advance(req: Req, node: NodeBase, out: Any, timing: NodeTiming,
-            nodes: Mapping[str, NodeBase], ready: Ready) -> bool:
+            nodes: Mapping[str, NodeBase], ready: Ready,
+            holds: Mapping[str, bool] | None = None) -> bool:
     """Record ``node``'s output for ``req`` and queue the children it makes ready.
 
-    A child with one parent gets ``{"body": out}``; a child with several gets one entry per
-    parent, in DAG order, once the last of them is done (TorchServe's shapes). Call under the
-    engine's lock. Returns True when ``req`` has all its leaf outputs.
+    A child runs once all its parents are settled (ran or skipped) if at least one of its
+    incoming edges held, and is skipped otherwise, which settles its own children in turn. The
+    child's row has one entry per parent whose edge held, in DAG order, keyed by the parent's
+    name (TorchServe's join), or ``{"body": out}`` when only one did (TorchServe's shape for
+    a single parent). Without conditions every edge holds, so a child with one parent gets
+    ``{"body": out}`` at once and a join every parent's output once the last is done, exactly
+    as TorchServe. Call under the engine's lock.
+
+    :param holds: per child of ``node``, whether the edge to it holds for this output (a child
+        not in it: it holds); None: every edge holds.
+    :returns: True when ``req`` has settled all its leaves (ran or skipped).
     """
     req.timings.append(timing)
     if req.single:  # a node run alone: its output is the answer, whatever its place
@@ -91,22 +107,91 @@ def advance(req: Req, node: NodeBase, out: Any, timing: NodeTiming,
         return True
     if node.is_leaf:
         req.outputs[node.name] = out
-        req.leaves_left -= 1
-        if req.leaves_left == 0:
-            req.done = True
-            return True
+        return _leaf_settled(req)
+    finished = False
     for name in node.children:
-        child = nodes[name]
-        left = req.pending[name] - 1
-        req.pending[name] = left
-        if len(child.parents) == 1:
+        delivered = holds is None or holds.get(name, True)
+        finished = _settle(req, node.name, nodes[name], out, delivered, nodes, ready) or finished
+    return finished
+
+
+def _leaf_settled(req: Req) -> bool:
+    req.leaves_left -= 1
+    if req.leaves_left == 0:
+        req.done = True
+        return True
+    return False
+
+
+def _settle(req: Req, parent: str, child: NodeBase, out: Any, delivered: bool,
+            nodes: Mapping[str, NodeBase], ready: Ready) -> bool:
+    """``parent`` is settled for ``child``: it delivered ``out`` (its edge held) or not (it
+    was skipped, or its edge did not hold). Runs or skips ``child`` once its last parent is
+    settled, a skip settling its own children in turn (a work list, not recursion: a long
+    skipped chain is fine); True when that settled ``req``'s last leaf."""
+    finished = False
+    work = [(parent, child, out, delivered)]
+    while work:
+        parent, child, out, delivered = work.pop()
+        left = req.pending[child.name] - 1
+        req.pending[child.name] = left
+        if delivered and len(child.parents) == 1:  # TorchServe's shape, without gathering
             ready.append((req, child, {"body": out}))
             continue
-        gathered = req.inputs.setdefault(name, {})
-        gathered[node.name] = out
-        if left == 0:
-            ready.append((req, child, {p: gathered[p] for p in child.parents}))
-    return False
+        if delivered:
+            req.inputs.setdefault(child.name, {})[parent] = out
+        if left > 0:
+            continue
+        gathered = req.inputs.pop(child.name, {})
+        if len(gathered) > 1:
+            ready.append((req, child, {p: gathered[p] for p in child.parents if p in gathered}))
+        elif gathered:
+            ready.append((req, child, {"body": next(iter(gathered.values()))}))
+        elif child.is_leaf:  # skipped
+            finished = _leaf_settled(req) or finished
+        else:
+            work.extend((child.name, nodes[n], None, False) for n in reversed(child.children))
+    return finished
+
+
+class Routing:
+    """A workflow's conditional edges (the spec's ``edges:``), evaluated for every engine.
+
+    :param conditions: ``(parent, child) -> condition``; an edge not in it always holds.
+    :param typed: outputs are objects (``typed: true``), else bytes to JSON-decode.
+    """
+
+    def __init__(self, conditions: Mapping[tuple[str, str], Condition], typed: bool) -> None:
+        self.typed = typed
+        self._by_parent: dict[str, dict[str, Condition]] = {}
+        for (parent, child), condition in conditions.items():
+            self._by_parent.setdefault(parent, {})[child] = condition
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec) -> Routing:
+        """The routing of ``spec``."""
+        return cls(spec.conditions, spec.typed)
+
+    def conditional(self, node: str) -> bool:
+        """Whether some edge out of ``node`` has a condition."""
+        return node in self._by_parent
+
+    def holds(self, workflow: str, node: str, output: Any) -> dict[str, bool]:
+        """Per conditional child of ``node``, whether its edge holds over ``output``.
+
+        :raises ConditionFailed: a condition could not be evaluated (names the edge).
+        """
+        decided: dict[str, bool] = {}
+        for child, condition in self._by_parent.get(node, {}).items():
+            edge = edge_name((node, child))
+            try:
+                decided[child] = condition.holds(output, self.typed)
+            except ConditionError as exc:
+                raise ConditionFailed(
+                    f"Workflow {workflow}: the condition of edge '{edge}' "
+                    f"({condition.source}) failed: {exc}",
+                    workflow=workflow, node=node, edge=edge, cause=str(exc)) from None
+        return decided
 
 
 class EngineCore:
@@ -131,6 +216,8 @@ class EngineCore:
         self.stopping = False
         #: the watchdog's: called with each new attempt deadline
         self.hint: Callable[[float], None] = lambda deadline: None
+        #: the conditional edges (the executor sets the spec's; by default none)
+        self.routing = Routing({}, typed=False)
 
     # --- what an engine plugs in ---------------------------------------------------------------
 
@@ -146,17 +233,23 @@ class EngineCore:
         """
         raise NotImplementedError
 
+    def values(self, outputs: list[Any]) -> list[Any]:
+        """The values of a batch's outputs, for the conditions of a node's edges (outside the
+        lock). An engine holding references fetches them here."""
+        return outputs
+
     def release(self, node: NodeBase, worker: Any) -> None:
         """``worker`` is done with a batch (before its requests are finished)."""
 
     def result(self, req: Req) -> Any:
         """What ``req``'s future gets: the node's output for a model call, else the
-        :class:`PredictResult` of the leaf outputs. An engine holding references fetches
-        the values here."""
+        :class:`PredictResult` of the outputs of the leaves that ran (conditional edges may
+        skip some), in leaf order. An engine holding references fetches the values here."""
         if req.single:
             (output,) = req.outputs.values()
             return output
-        return PredictResult({leaf: req.outputs[leaf] for leaf in self.leaves}, req.timings)
+        ran = [leaf for leaf in self.leaves if leaf in req.outputs]
+        return PredictResult({leaf: req.outputs[leaf] for leaf in ran}, req.timings)
 
     # --- admitting and dispatching ---------------------------------------------------------------
 
@@ -226,24 +319,59 @@ class EngineCore:
         except Exception as exc:
             failed, outputs, ran = exc, [], None
         ran = time.monotonic() - started if ran is None else ran
+        routes = self._route(node, live, outputs) if failed is None else None
         ready: Ready = []
         finished: list[Req] = []
+        broken: list[tuple[Req, WfserveError]] = []
         with self.lock:
             kept = [a for a in live if a.state == RUNNING]
             for att in kept:
                 att.state = DONE
             if failed is None:
-                for att, out in zip(live, outputs, strict=True):
+                for i, (att, out) in enumerate(zip(live, outputs, strict=True)):
                     if att.state == DONE and not att.req.done:
+                        holds = None if routes is None else routes[i]
+                        if isinstance(holds, WfserveError):
+                            broken.append((att.req, holds))
+                            continue
                         timing = NodeTiming(node.name, started - att.enqueued, ran, att.number + 1)
-                        if advance(att.req, node, out, timing, self.nodes, ready):
+                        if advance(att.req, node, out, timing, self.nodes, ready, holds):
                             finished.append(att.req)
         self.release(node, worker)
         for req in finished:
             self._finish(req)
+        for req, error in broken:
+            self.fail(req, error)
         if failed is not None:
             self._batch_failed(worker, kept, failed)
         return ready
+
+    def _route(self, node: NodeBase, live: list[Attempt], outputs: list[Any]
+               ) -> list[dict[str, bool] | WfserveError] | None:
+        """Per attempt of ``live``, which conditional edges out of ``node`` its output holds,
+        or the error failing its request (an empty dict for a model call: its output is the
+        answer); None when no edge out of ``node`` is conditional."""
+        if not self.routing.conditional(node.name) or all(a.req.single for a in live):
+            return None
+        try:
+            values = self.values(outputs)
+        except Exception as exc:  # NOTE: an engine's fetch; it fails these requests only
+            cause = f"{type(exc).__name__}: {exc}"
+            error = ConditionFailed(
+                f"Workflow {self.workflow}: the output of {node.name} could not be fetched "
+                f"for its edges' conditions: {cause}", workflow=self.workflow, node=node.name,
+                cause=cause)
+            return [error for _ in live]
+        routes: list[dict[str, bool] | WfserveError] = []
+        for att, value in zip(live, values, strict=True):
+            if att.req.single:
+                routes.append({})
+                continue
+            try:
+                routes.append(self.routing.holds(self.workflow, node.name, value))
+            except ConditionFailed as exc:
+                routes.append(exc)
+        return routes
 
     def _batch_failed(self, worker: Any, kept: list[Attempt], exc: Exception) -> None:
         if isinstance(exc, WorkerTimedOut):
@@ -322,6 +450,11 @@ class EngineCore:
             self.inflight.pop(id(req), None)
             if self.stopping or not self.inflight:
                 self.idle_cond.notify_all()
+        if exc is None and not req.single and not req.outputs:
+            skipped = ", ".join(self.leaves)
+            exc = NoLeafRan(f"Workflow {self.workflow}: no leaf node ran for this request (the "
+                            f"conditions of its edges skipped every leaf: {skipped})",
+                            workflow=self.workflow, skipped=list(self.leaves))
         if exc is not None:
             req.future.set_exception(exc)
             return

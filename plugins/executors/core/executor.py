@@ -35,6 +35,7 @@ from wfserve.kernel.errors import WfserveError
 from wfserve.kernel.settings import Settings
 from wfserve.kernel.spec import NodeSpec
 from wfserve.plugins.executors.core.engine import EngineCore
+from wfserve.plugins.executors.core.engine import Routing
 from wfserve.plugins.executors.core.nodes import NodeBase
 from wfserve.plugins.executors.core.records import RUNNING
 from wfserve.plugins.executors.core.records import Attempt
@@ -65,6 +66,7 @@ class ExecutorCore:
         self.dag = workflow.dag
         self.nodes: dict[str, Any] = {}
         self.engine: EngineCore = self.new_engine()
+        self.engine.routing = Routing.of(workflow.spec)
         self.watchdog: Watchdog | None = None
         self.closing = False
         self.started = False

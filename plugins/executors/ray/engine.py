@@ -5,7 +5,8 @@ Each actor of a node has one *collector* thread in this process (the driver). It
 whole batch from the node's batcher and sends it to its actor as one call, then waits for the
 call's small status record only. The rows' outputs stay in Ray's object store; children
 receive the references (``{"body": ref}`` or ``{parent: ref, ...}``) and their actors fetch
-them from the store. The driver fetches only the leaves' outputs, when the request completes.
+them from the store. The driver fetches only the leaves' outputs, when the request completes,
+and the outputs of a node with conditional edges out of it, to evaluate their conditions.
 
 Ray calls bound themselves: an attempt's deadline is the wait on its status. A timed-out call
 is cancelled (``ray.cancel``); because a running handler in an actor cannot be interrupted,
@@ -134,12 +135,20 @@ class Engine(EngineCore):
                 vars(att.req.request.response).update(vars(response))
         return list(outputs), status["run"]
 
+    def values(self, outputs: list[Any]) -> list[Any]:
+        """The outputs' values, fetched from the object store (for the edges' conditions)."""
+        import ray
+
+        return list(ray.get(outputs))
+
     def result(self, req: Req) -> Any:
-        """The leaves' values, fetched from the object store (the one fetch per request)."""
+        """The values of the leaves that ran, fetched from the object store (the one fetch per
+        request)."""
         import ray
 
         if req.single:
             (ref,) = req.outputs.values()
             return ray.get(ref)
-        values = ray.get([req.outputs[leaf] for leaf in self.leaves])
-        return PredictResult(dict(zip(self.leaves, values, strict=True)), req.timings)
+        ran = [leaf for leaf in self.leaves if leaf in req.outputs]
+        values = ray.get([req.outputs[leaf] for leaf in ran])
+        return PredictResult(dict(zip(ran, values, strict=True)), req.timings)
