@@ -165,7 +165,8 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Parse a spec and validate its DAG; print a summary or the error."""
+    """Parse a spec (wfserve extensions such as ``deadline-ms`` included) and validate its
+    DAG; print a summary (a node a line, then the extensions set) or the error."""
     try:
         text = args.spec.read_text()
     except OSError as exc:
@@ -186,6 +187,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(
             f"{name}: {node.kind}{extra} -> {children}  {node.config.as_properties()}\n"
         )
+    if spec.deadline_ms is not None:
+        sys.stdout.write(f"deadline-ms: {spec.deadline_ms}\n")
     return 0
 
 

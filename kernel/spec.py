@@ -8,6 +8,9 @@ run with one worker, batch 1 and no delay (TorchServe §3.9) but the global retr
 Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we raise a
 :class:`~wfserve.kernel.errors.SpecError` that names the key and its line. Unlike TorchServe, a
 global property applies to every model whatever its position in the file.
+
+wfserve extension at the top level: ``deadline-ms`` (a positive integer), the workflow's default
+request deadline, used when a request brings none of its own (``X-Request-Timeout-Ms``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ PROPERTIES: dict[str, tuple[int, int]] = {
 #: wfserve extensions TorchServe does not know: global flags. Per-model sections belong to
 #: plugins (``wfserve_spec_sections``), passed to :func:`parse_spec` as ``sections``.
 GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
+#: wfserve extension at the top level: the workflow's default deadline, in milliseconds
+DEADLINE_KEY = "deadline-ms"
 #: a per-model section's check: the section as the node keeps it, or ValueError (the message)
 SectionCheck = Callable[[Any], Any]
 
@@ -90,6 +95,8 @@ class WorkflowSpec:
     edges: Mapping[str, tuple[str, ...]]
     typed: bool = False
     unused_models: tuple[str, ...] = ()
+    #: ``deadline-ms``: the default deadline of a request to this workflow (None: the server's)
+    deadline_ms: int | None = None
 
     def dag(self) -> Dag:
         """The validated DAG; raises ``InvalidDAG`` with TorchServe's message."""
@@ -261,6 +268,17 @@ def _parse_dag(dag: Any) -> dict[str, tuple[str, ...]]:
     return edges
 
 
+def _deadline(doc: Any) -> int | None:
+    """The top-level ``deadline-ms``, a positive integer, or None when absent."""
+    if DEADLINE_KEY not in doc:
+        return None
+    value = doc[DEADLINE_KEY]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(f"'{DEADLINE_KEY}' must be a positive integer (milliseconds), got {value!r}",
+                    doc, DEADLINE_KEY)
+    return value
+
+
 def parse_spec(text: str, source: str = "spec",
                sections: Mapping[str, SectionCheck] | None = None) -> WorkflowSpec:
     """Parse a workflow spec.
@@ -270,7 +288,8 @@ def parse_spec(text: str, source: str = "spec",
     :param sections: the per-model sections plugins own (``Hooks.spec_sections``), each with
         its check; any other key of a model is unknown.
     :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
-        is not an integer or is below its minimum, min-workers above max-workers. The DAG is
+        is not an integer or is below its minimum, min-workers above max-workers, a
+        ``deadline-ms`` that is not a positive integer. The DAG is
         not validated here: call :meth:`WorkflowSpec.dag`.
     """
     doc = _load_yaml(text, source)
@@ -284,6 +303,7 @@ def parse_spec(text: str, source: str = "spec",
     global_props, global_ext, entries = _parse_models(doc["models"])
     globals_ = _config(global_props, doc["models"], "models")
     edges = _parse_dag(doc["dag"])
+    deadline_ms = _deadline(doc)
 
     models = {
         name: _parse_model(name, entry, global_props, _line(doc["models"], name),
@@ -301,4 +321,5 @@ def parse_spec(text: str, source: str = "spec",
         else:
             nodes[name] = NodeSpec(name, "function", function_config, line=_line(doc["dag"], name))
     unused = tuple(n for n in models if n not in nodes)
-    return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused)
+    return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused,
+                        deadline_ms)
