@@ -88,6 +88,16 @@ def counting(calls, name, delay=0.0, release=None):
     return factory
 
 
+def _drops_reach(executor, node, count, within=5.0):
+    """Whether ``node``'s deadline drops reach exactly ``count`` within ``within`` seconds."""
+    import time
+
+    end = time.monotonic() + within
+    while executor.describe().nodes[node].deadline_drops < count and time.monotonic() < end:
+        time.sleep(0.01)
+    return executor.describe().nodes[node].deadline_drops == count
+
+
 def test_queued_inputs_past_their_deadline_never_reach_a_handler(executors, tmp_path):
     """A slow first node holds three requests with a short deadline: all three fail with
     ``Timeout``; the two still queued at the first node are dropped (counted), and the second
@@ -110,11 +120,7 @@ def test_queued_inputs_past_their_deadline_never_reach_a_handler(executors, tmp_
         with pytest.raises(Timeout):
             future.result(5)
     release.set()  # the first node answers only now, past every deadline
-    for _ in range(100):
-        if ex.describe().nodes["pre"].deadline_drops == 2:
-            break
-        time.sleep(0.02)
-    assert ex.describe().nodes["pre"].deadline_drops == 2
+    assert _drops_reach(ex, "pre", 2)
     assert ex.describe().nodes["m"].deadline_drops == 0
     assert calls == ["pre"]
     assert ex.describe().nodes["pre"].queued == 0
@@ -136,8 +142,8 @@ def test_an_input_already_late_is_dropped_before_the_watchdog_wakes(executors, t
     for i in range(5):
         with pytest.raises(Timeout):
             ex.submit(request(b"x", f"r{i}", deadline=time.monotonic() - 1)).result(5)
+    assert _drops_reach(ex, "pre", 5)  # the watchdog may answer before the batch is taken
     assert calls == []
-    assert ex.describe().nodes["pre"].deadline_drops == 5
 
 
 def test_requests_within_their_deadline_run_as_before(executors, tmp_path):
@@ -191,3 +197,99 @@ def test_the_metrics_count_deadline_drops_per_node():
     assert "# TYPE wfserve_node_deadline_drops_total counter" in text
     assert 'wfserve_node_deadline_drops_total{node="pre",workflow="wf"} 2.0' in text
     assert 'wfserve_node_deadline_drops_total{node="m",workflow="wf"} 0.0' in text
+
+
+# --- the API: X-Request-Timeout-Ms, deadline-ms, default_response_timeout ---------------------
+
+
+def _api(tmp_path, spec_head="", api=None):
+    """An inference app over a fake executor for ``seq_wf`` (the spec with ``spec_head``)."""
+    import falcon.testing
+
+    from tests.unit.test_api_app import SPEC as API_SPEC
+    from tests.unit.test_api_app import Fakes
+    from wfserve.kernel.core import Kernel
+    from wfserve.kernel.plugins import make_plugin_manager
+    from wfserve.kernel.settings import Settings
+    from wfserve.plugins.api.app import create_app
+
+    war = tmp_path / "seq_wf.war"
+    war.mkdir()
+    (war / "spec.yaml").write_text(spec_head + API_SPEC)
+    (tmp_path / "m1.mar").mkdir()
+    fakes = Fakes(tmp_path)
+    settings = Settings(model_store=str(tmp_path))
+    if api is not None:
+        settings = settings.with_section(api)
+    pm = make_plugin_manager(settings, builtin=("wfserve.plugins.serializers",
+                             "wfserve.plugins.api"),
+                             env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"},
+                             extra=[("fakes", fakes)])
+    kernel = Kernel.create(settings, pm=pm)
+    management = falcon.testing.TestClient(create_app(kernel, ["management"]))
+    assert management.simulate_post("/workflows", params={"url": "seq_wf.war"}).status_code == 200
+    return fakes, falcon.testing.TestClient(create_app(kernel, ["inference"]))
+
+
+def _budget(fakes, inference, path="/wfpredict/seq_wf", **headers):
+    """Seconds from just before the call to the deadline the executor got for one request
+    with ``headers`` (at least the request's budget, a little more: the call's own time)."""
+    import time
+
+    before = time.monotonic()
+    r = inference.simulate_post(path, body=b"x", headers=headers)
+    assert r.status_code == 200, r.text
+    return fakes.executors[0].requests[-1].deadline - before
+
+
+@pytest.mark.parametrize(
+    ("spec_head", "headers", "expected"),
+    [
+        ("", {}, 120.0),  # default_response_timeout, as TorchServe
+        ("deadline-ms: 300\n", {}, 0.3),  # the workflow's default
+        ("deadline-ms: 300\n", {"X-Request-Timeout-Ms": "500"}, 0.5),  # the request's own
+        ("", {"X-Request-Timeout-Ms": " 250 "}, 0.25),
+        ("", {"X-Request-Timeout-Ms": "999999999"}, 120.0),  # capped by the server
+    ],
+)
+def test_the_deadline_a_workflow_request_gets(tmp_path, spec_head, headers, expected):
+    fakes, inference = _api(tmp_path, spec_head)
+    assert expected <= _budget(fakes, inference, **headers) < expected + 0.5
+
+
+def test_the_server_maximum_caps_the_header(tmp_path):
+    from wfserve.plugins.api.settings import ApiSettings
+
+    fakes, inference = _api(tmp_path, api=ApiSettings(max_request_timeout_ms=2000))
+    assert 2.0 <= _budget(fakes, inference, **{"X-Request-Timeout-Ms": "60000"}) < 2.5
+    assert 1.0 <= _budget(fakes, inference, **{"X-Request-Timeout-Ms": "1000"}) < 1.5
+
+
+def test_a_model_call_takes_the_header_but_not_the_workflow_default(tmp_path):
+    """``deadline-ms`` is the workflow's: a node called as a TorchServe model keeps
+    ``default_response_timeout`` unless the request asks for less."""
+    import time
+
+    fakes, inference = _api(tmp_path, "deadline-ms: 300\n")
+    executor = fakes.executors[0]
+    calls = []
+    answer = executor.submit_node  # sets a Content-Type, as wsgiref's validator wants
+    executor.submit_node = lambda node, request: calls.append(request) or answer(node, request)
+    for headers, expected in (({}, 120.0), ({"X-Request-Timeout-Ms": "700"}, 0.7)):
+        before = time.monotonic()
+        r = inference.simulate_post("/predictions/seq_wf__m1", body=b"x", headers=headers)
+        assert r.status_code == 200, r.text
+        assert expected <= calls[-1].deadline - before < expected + 0.5
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "+3", "", "٣"])
+@pytest.mark.parametrize("path", ["/wfpredict/seq_wf", "/predictions/seq_wf__m1"])
+def test_a_bad_header_is_a_400_in_torchserve_shape(tmp_path, value, path):
+    fakes, inference = _api(tmp_path)
+    r = inference.simulate_post(path, body=b"x", headers={"X-Request-Timeout-Ms": value})
+    assert r.status_code == 400
+    assert r.json["code"] == 400
+    assert r.json["type"] == "BadRequestException"
+    assert r.json["message"].startswith("Invalid X-Request-Timeout-Ms header:")
+    assert "positive integer of milliseconds" in r.json["message"]
+    assert fakes.executors[0].requests == []
