@@ -29,7 +29,7 @@ def slow(data, context):
     if data is None:
         return None
     time.sleep(0.6)
-    return [row["body"] for row in data]
+    return [b"ok" for _ in data]
 
 
 def post(data, context):
@@ -53,8 +53,9 @@ def server(tmp_path_factory):
 
 
 def predict(server, **headers):
-    return httpx.post(f"{server.inference}/wfpredict/dl", content=b"x",
-                      headers={"Content-Type": "text/plain", **headers}, timeout=30)
+    """``curl -X POST .../wfpredict/dl -d x`` (a form, as the README's example sends)."""
+    return httpx.post(f"{server.inference}/wfpredict/dl", content=b"x", timeout=30, headers={
+        "Content-Type": "application/x-www-form-urlencoded", **headers})
 
 
 def metric(server, name, node):
@@ -72,6 +73,7 @@ def test_late_inputs_are_answered_408_and_never_run(server):
         assert r.status_code == 408, r.text
         assert r.json()["code"] == 408
         assert r.json()["type"] == "RequestTimeoutException"
+        assert r.json()["message"] == "Workflow dl request timed out"  # as the README shows
     end = time.monotonic() + 10
     while metric(server, "wfserve_node_deadline_drops_total", "slow") < 2 and (
             time.monotonic() < end):
@@ -83,7 +85,7 @@ def test_late_inputs_are_answered_408_and_never_run(server):
 
 def test_the_header_gives_a_request_its_own_deadline(server):
     r = predict(server, **{"X-Request-Timeout-Ms": "5000"})
-    assert (r.status_code, r.json()) == (200, {"done": True})
+    assert (r.status_code, r.text) == (200, '{\n  "done": true\n}')  # as the README shows
 
 
 @pytest.mark.parametrize("value", ["soon", "0", "-1"])
