@@ -138,9 +138,9 @@ class PredictRequest:
     ``row`` is the root node's input row exactly as a TorchServe handler sees it (``{"body":
     ...}`` or one entry per form field; an :class:`InputRow` when the API decoded it);
     ``headers`` are the request's, as handlers see them; ``deadline`` is a
-    ``time.monotonic()`` instant or None: past it the request fails with ``Timeout``, every
-    node attempt is bounded by what is left of it, and its inputs still queued are dropped
-    before they reach a handler.
+    ``time.monotonic()`` instant or None: past it the request fails with ``Timeout``, no
+    node attempt of it is waited for or retried, and its inputs still queued are dropped before
+    they reach a handler.
     """
 
     row: dict[str, Any]

@@ -162,23 +162,6 @@ def test_requests_within_their_deadline_run_as_before(executors, tmp_path):
     assert ex.describe().nodes["pre"].deadline_drops == 0
 
 
-def test_an_attempt_budget_is_the_earlier_of_timeout_ms_and_what_is_left():
-    import math
-    from types import SimpleNamespace
-
-    from tests.executor_fakes import request
-    from wfserve.plugins.executors.core.records import Attempt
-    from wfserve.plugins.executors.core.records import Req
-
-    node = SimpleNamespace(timeout=10.0)
-    for deadline, expected in ((None, 110.0), (105.0, 105.0), (200.0, 110.0)):
-        req = Req(request(b"x", deadline=deadline), {}, 1)
-        att = Attempt(req, node, {}, 0, now=100.0)
-        assert (att.timer, att.deadline) == (110.0, expected)
-    single = Req(request(b"x"), {}, 1, single=True)
-    assert Attempt(single, node, {}, 0, now=100.0).deadline == math.inf
-
-
 def test_the_metrics_count_deadline_drops_per_node():
     from prometheus_client import generate_latest
 

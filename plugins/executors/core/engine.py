@@ -10,10 +10,13 @@ its own. Everything else happens here, for every engine alike:
   or ``ABANDONED`` by the watchdog, after which it never delivers;
 - a batch's outputs are paired with its attempts by identity; a node's output goes to its
   children (TorchServe's input shapes, :func:`advance`);
-- an attempt's budget is the earlier of ``timeout-ms`` and what is left of its request's
-  deadline; a batch taken from a node's batcher first drops the attempts whose request is past
-  its deadline (:meth:`~EngineCore.due`): they never reach a handler, the request fails with
-  ``Timeout`` and the node counts them (:attr:`NodeBase.deadline_drops`);
+- an attempt lasts at most the earlier of its ``timeout-ms`` and what is left of its
+  request's deadline: at the deadline the request fails with ``Timeout`` (the watchdog) and
+  the attempt's output is discarded, but its worker is stopped or replaced only for
+  ``timeout-ms`` (a deadline a client chose never costs a worker); a batch taken from a node's
+  batcher first drops the attempts whose request is past its deadline
+  (:meth:`~EngineCore.due`): they never reach a handler, the request fails with ``Timeout``
+  and the node counts them (:attr:`NodeBase.deadline_drops`);
 - a failed attempt is retried up to ``retry-attempts`` times (never past its request's
   deadline: the request then fails with ``Timeout``), then its request fails with
   ``NodeFailed`` and its other branches stop; a node run alone (a model call) runs once and
@@ -185,7 +188,7 @@ class EngineCore:
         att = Attempt(req, node, row, number, time.monotonic(), avoid)
         if self.watch_attempts and not req.single:
             node.timers.append(att)
-            self.hint(att.timer)
+            self.hint(att.deadline)
         return att
 
     def dispatch(self, req: Req, node: NodeBase, row: dict[str, Any], number: int, *,

@@ -57,36 +57,28 @@ class Req:
 class Attempt:
     """One attempt of one node for one request.
 
-    Its :attr:`timer` is ``timeout-ms`` after its dispatch (queueing included, as TorchServe's
-    wait on the job's promise): the watchdog's, in dispatch order for a node. Its
-    :attr:`deadline` is the earlier of that and its request's deadline (the budget left: what
-    an engine bounding its own calls waits for). A model call's single attempt has neither of
-    its own, only its request's deadline.
+    Its deadline is ``timeout-ms`` after its dispatch (queueing included, as TorchServe's wait
+    on the job's promise); a model call's single attempt has none of its own, only its
+    request's deadline.
     """
 
     __slots__ = ("avoid", "deadline", "enqueued", "node", "number", "req", "row", "state",
-                 "timer", "worker")
+                 "worker")
 
     def __init__(
         self, req: Req, node: NodeBase, row: dict[str, Any], number: int, now: float,
         avoid: Any = None,
     ) -> None:
-        #: ``time.monotonic()`` when ``timeout-ms`` runs out (the watchdog's key)
-        self.timer: float
-        #: ``time.monotonic()`` when this attempt's budget runs out: min(timer, request's)
-        self.deadline: float
         self.req = req
         self.node = node
         self.row = row
         self.number = number  # 0 for the first attempt
         self.enqueued = now
-        budget = req.request.deadline or math.inf
         if req.single:  # a model call: no timeout-ms, only its request's deadline (TorchServe)
-            self.timer = self.deadline = budget
+            self.deadline = req.request.deadline or math.inf
             req.attempt = self
         else:
-            self.timer = now + node.timeout
-            self.deadline = min(self.timer, budget)
+            self.deadline = now + node.timeout
         self.state = QUEUED
         #: the worker running it, once it runs
         self.worker: Any = None

@@ -2,8 +2,7 @@
 past their deadline.
 
 Each node keeps its attempts in a deque in dispatch order; as all attempts of a node share one
-timeout, that is the order of their timers (``Attempt.timer``), so the watchdog only looks at
-the heads: settled attempts are
+timeout, that is deadline order, so the watchdog only looks at the heads: settled attempts are
 dropped, expired ones handed to ``on_expire``. Request deadlines, which differ per request,
 live in a heap. Registration costs one ``deque.append``; the watchdog is woken early only
 when a new deadline falls before its planned wake-up. An engine whose workers bound their
@@ -108,11 +107,11 @@ class Watchdog:
                 att = timers[0]
                 if att.state >= DONE or att.req.done:
                     timers.popleft()
-                elif att.timer <= now:
+                elif att.deadline <= now:
                     timers.popleft()
                     self._on_expire(att)
                 else:
-                    wake = min(wake, att.timer)
+                    wake = min(wake, att.deadline)
                     break
         expired: list[Req] = []
         with self._cond:
