@@ -185,8 +185,11 @@ def test_the_metrics_count_deadline_drops_per_node():
 # --- the API: X-Request-Timeout-Ms, deadline-ms, default_response_timeout ---------------------
 
 
-def _api(tmp_path, spec_head="", api=None):
-    """An inference app over a fake executor for ``seq_wf`` (the spec with ``spec_head``)."""
+def _api(tmp_path, spec_head="", api=None, auth=False):
+    """An inference app over a fake executor for ``seq_wf`` (the spec with ``spec_head``);
+    with ``auth``, the token plugin too (its keys in ``tmp_path / "keys.json"``)."""
+    import json
+
     import falcon.testing
 
     from tests.unit.test_api_app import SPEC as API_SPEC
@@ -201,16 +204,24 @@ def _api(tmp_path, spec_head="", api=None):
     (war / "spec.yaml").write_text(spec_head + API_SPEC)
     (tmp_path / "m1.mar").mkdir()
     fakes = Fakes(tmp_path)
-    settings = Settings(model_store=str(tmp_path))
+    from wfserve.plugins.auth.settings import AuthSettings
+
+    settings = Settings(model_store=str(tmp_path)).with_section(AuthSettings(
+        disable_token_authorization=not auth, key_file=str(tmp_path / "keys.json")))
     if api is not None:
         settings = settings.with_section(api)
     pm = make_plugin_manager(settings, builtin=("wfserve.plugins.serializers",
-                             "wfserve.plugins.api"),
+                             "wfserve.plugins.api", "wfserve.plugins.auth"),
                              env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"},
                              extra=[("fakes", fakes)])
     kernel = Kernel.create(settings, pm=pm)
     management = falcon.testing.TestClient(create_app(kernel, ["management"]))
-    assert management.simulate_post("/workflows", params={"url": "seq_wf.war"}).status_code == 200
+    token = {}
+    if auth:
+        keys = json.loads((tmp_path / "keys.json").read_text())
+        token = {"Authorization": f"Bearer {keys['management']['key']}"}
+    r = management.simulate_post("/workflows", params={"url": "seq_wf.war"}, headers=token)
+    assert r.status_code == 200, r.text
     return fakes, falcon.testing.TestClient(create_app(kernel, ["inference"]))
 
 
@@ -275,4 +286,13 @@ def test_a_bad_header_is_a_400_in_torchserve_shape(tmp_path, value, path):
     assert r.json["type"] == "BadRequestException"
     assert r.json["message"].startswith("Invalid X-Request-Timeout-Ms header:")
     assert "positive integer of milliseconds" in r.json["message"]
+    assert fakes.executors[0].requests == []
+
+
+def test_the_header_is_read_after_the_token_check(tmp_path):
+    """A request without its key is refused for the key, whatever its header says."""
+    fakes, inference = _api(tmp_path, auth=True)
+    r = inference.simulate_post("/wfpredict/seq_wf", body=b"x",
+                                headers={"X-Request-Timeout-Ms": "soon"})
+    assert (r.status_code, r.json["type"]) == (400, "InvalidKeyException")
     assert fakes.executors[0].requests == []
