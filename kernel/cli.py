@@ -165,8 +165,9 @@ def cmd_plugins(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    """Parse a spec (wfserve's ``edges:`` included) and validate its DAG; print a summary, a
-    conditional edge's child followed by ``[when <condition>]``, or the error."""
+    """Parse a spec (wfserve's extensions included: ``edges:``, ``deadline-ms``) and validate
+    its DAG; print a summary (a node a line, a conditional edge's child followed by ``[when
+    <condition>]``, then the extensions set) or the error."""
     try:
         text = args.spec.read_text()
     except OSError as exc:
@@ -190,6 +191,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(
             f"{name}: {node.kind}{extra} -> {children}  {node.config.as_properties()}\n"
         )
+    if spec.deadline_ms is not None:
+        sys.stdout.write(f"deadline-ms: {spec.deadline_ms}\n")
     return 0
 
 

@@ -138,7 +138,9 @@ class PredictRequest:
     ``row`` is the root node's input row exactly as a TorchServe handler sees it (``{"body":
     ...}`` or one entry per form field; an :class:`InputRow` when the API decoded it);
     ``headers`` are the request's, as handlers see them; ``deadline`` is a
-    ``time.monotonic()`` instant or None.
+    ``time.monotonic()`` instant or None: past it the request fails with ``Timeout``, no
+    node attempt of it is waited for or retried, and its inputs still queued are dropped before
+    they reach a handler.
     """
 
     row: dict[str, Any]
@@ -237,7 +239,9 @@ class NodeState:
 
     ``stuck_workers``: workers presumed stuck in a handler (retired, not yet back);
     ``replaced_workers``: workers an engine replaced (killed after a timeout, or dead);
-    ``placement``: engine-specific placement from the spec (a Ray node's ``ray:`` section).
+    ``placement``: engine-specific placement from the spec (a Ray node's ``ray:`` section);
+    ``deadline_drops``: inputs dropped unrun since the node started, their request being past
+    its deadline.
     """
 
     kind: str
@@ -252,6 +256,7 @@ class NodeState:
     stuck_workers: int = 0
     replaced_workers: int = 0
     placement: Mapping[str, Any] = field(default_factory=dict)
+    deadline_drops: int = 0
 
 
 @dataclass(frozen=True)

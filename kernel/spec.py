@@ -14,6 +14,9 @@ global property applies to every model whatever its position in the file.
 ``dag:``). Its one option is ``when``, a condition over the parent's output
 (:mod:`wfserve.kernel.conditions`), compiled here; a spec without ``edges:`` means what it
 means to TorchServe.
+
+wfserve extension at the top level: ``deadline-ms`` (a positive integer), the workflow's default
+request deadline, used when a request brings none of its own (``X-Request-Timeout-Ms``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ PROPERTIES: dict[str, tuple[int, int]] = {
 #: wfserve extensions TorchServe does not know: global flags. Per-model sections belong to
 #: plugins (``wfserve_spec_sections``), passed to :func:`parse_spec` as ``sections``.
 GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
+#: wfserve extension at the top level: the workflow's default deadline, in milliseconds
+DEADLINE_KEY = "deadline-ms"
 #: a per-model section's check: the section as the node keeps it, or ValueError (the message)
 SectionCheck = Callable[[Any], Any]
 
@@ -106,6 +111,8 @@ class WorkflowSpec:
     typed: bool = False
     unused_models: tuple[str, ...] = ()
     conditions: Mapping[Edge, Condition] = field(default_factory=dict)
+    #: ``deadline-ms``: the default deadline of a request to this workflow (None: the server's)
+    deadline_ms: int | None = None
 
     def dag(self) -> Dag:
         """The validated DAG; raises ``InvalidDAG`` with TorchServe's message."""
@@ -325,6 +332,17 @@ def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]) -> dict[Edge,
     return conditions
 
 
+def _deadline(doc: Any) -> int | None:
+    """The top-level ``deadline-ms``, a positive integer, or None when absent."""
+    if DEADLINE_KEY not in doc:
+        return None
+    value = doc[DEADLINE_KEY]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(f"'{DEADLINE_KEY}' must be a positive integer (milliseconds), got {value!r}",
+                    doc, DEADLINE_KEY)
+    return value
+
+
 def parse_spec(text: str, source: str = "spec",
                sections: Mapping[str, SectionCheck] | None = None) -> WorkflowSpec:
     """Parse a workflow spec.
@@ -334,10 +352,10 @@ def parse_spec(text: str, source: str = "spec",
     :param sections: the per-model sections plugins own (``Hooks.spec_sections``), each with
         its check; any other key of a model is unknown.
     :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
-        is not an integer or is below its minimum, min-workers above max-workers; under
-        ``edges:`` a key that is not an edge of the dag, an unknown option, a condition that
-        does not compile (each naming the edge). The DAG is not validated here: call
-        :meth:`WorkflowSpec.dag`.
+        is not an integer or is below its minimum, min-workers above max-workers, a
+        ``deadline-ms`` that is not a positive integer; under ``edges:`` a key that is not an
+        edge of the dag, an unknown option, a condition that does not compile (each naming the
+        edge). The DAG is not validated here: call :meth:`WorkflowSpec.dag`.
     """
     doc = _load_yaml(text, source)
     if not isinstance(doc, dict):
@@ -351,6 +369,7 @@ def parse_spec(text: str, source: str = "spec",
     globals_ = _config(global_props, doc["models"], "models")
     edges = _parse_dag(doc["dag"])
     conditions = _parse_edges(doc["edges"], edges) if "edges" in doc else {}
+    deadline_ms = _deadline(doc)
 
     models = {
         name: _parse_model(name, entry, global_props, _line(doc["models"], name),
@@ -369,4 +388,4 @@ def parse_spec(text: str, source: str = "spec",
             nodes[name] = NodeSpec(name, "function", function_config, line=_line(doc["dag"], name))
     unused = tuple(n for n in models if n not in nodes)
     return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused,
-                        conditions)
+                        conditions, deadline_ms)

@@ -1,5 +1,10 @@
 """Inference API resources (port 8080): ``/wfpredict`` and ``/ping``; ``/predictions`` on a node
-is :mod:`wfserve.plugins.api.model_call`."""
+is :mod:`wfserve.plugins.api.model_call`.
+
+A request's deadline (wfserve extension): its ``X-Request-Timeout-Ms`` header, capped by
+``max_request_timeout_ms``; else the workflow spec's ``deadline-ms`` (``/wfpredict`` only);
+else ``default_response_timeout``, as TorchServe. See :func:`request_timeout`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 import falcon
 
 from wfserve.kernel.contracts import PredictRequest
+from wfserve.kernel.errors import BadRequest
 from wfserve.kernel.errors import Timeout
 from wfserve.kernel.errors import Unavailable
 from wfserve.kernel.errors import WfserveError
@@ -19,6 +25,7 @@ from wfserve.plugins.api.decoding import handler_headers
 from wfserve.plugins.api.decoding import json_pretty
 from wfserve.plugins.api.decoding import read_body
 from wfserve.plugins.api.multipart import MultipartLimits
+from wfserve.plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -29,6 +36,32 @@ if TYPE_CHECKING:
 GRACE = 1.0
 #: attempts of one request while versions are swapped under it
 SWAP_RETRIES = 3
+#: the request header asking for a request's own deadline, in milliseconds (wfserve extension)
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+
+
+def request_timeout(req: falcon.Request, kernel: Kernel, spec_ms: int | None = None) -> float:
+    """Seconds ``req`` may take end to end.
+
+    Its ``X-Request-Timeout-Ms`` header when present, capped by ``max_request_timeout_ms``
+    (0: by ``default_response_timeout``); else ``spec_ms`` (a workflow's ``deadline-ms``);
+    else ``default_response_timeout``. Call after authentication (in a responder).
+
+    :raises BadRequest: the header is not a positive integer of milliseconds.
+    """
+    value = req.get_header(TIMEOUT_HEADER)
+    settings = kernel.settings
+    if value is None:
+        return spec_ms / 1000.0 if spec_ms is not None else float(
+            settings.default_response_timeout)
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise BadRequest(f"Invalid {TIMEOUT_HEADER} header: {value[:40]!r} is not a positive "
+                         f"integer of milliseconds", header=TIMEOUT_HEADER)
+    cap = settings.of(ApiSettings).max_request_timeout_ms
+    if cap <= 0:
+        cap = settings.default_response_timeout * 1000
+    return min(int(text), cap) / 1000.0
 
 
 class Predicting:
@@ -49,10 +82,14 @@ class Predicting:
         limits = MultipartLimits.from_settings(self.kernel.settings)
         return build_row(req.content_type, body, self._decode, limits)
 
-    def _request(self, req: falcon.Request, row: dict[str, Any]) -> PredictRequest:
+    def _request(self, req: falcon.Request, row: dict[str, Any],
+                 spec_ms: int | None = None) -> PredictRequest:
         """The request for ``row``: the headers as handlers see them
-        (:func:`~wfserve.plugins.api.decoding.handler_headers`), the request id, the deadline."""
-        timeout = self.kernel.settings.default_response_timeout
+        (:func:`~wfserve.plugins.api.decoding.handler_headers`), the request id, the deadline
+        (:func:`request_timeout`; ``spec_ms``: the workflow's ``deadline-ms``).
+
+        :raises BadRequest: a bad ``X-Request-Timeout-Ms`` header."""
+        timeout = request_timeout(req, self.kernel, spec_ms)
         length = getattr(req.context, "body_length", None)
         if length is None:
             length = req.content_length or 0
@@ -95,7 +132,7 @@ class WorkflowPrediction(Predicting):
         registry = self.kernel.registry
         entry = registry.get(name, version)
         body = read_body(req, self.kernel.settings.max_request_size)
-        request = self._request(req, self._row(req, body))
+        request = self._request(req, self._row(req, body), entry.workflow.spec.deadline_ms)
         for _ in range(SWAP_RETRIES):
             try:
                 future, answered = inline.submit(entry.executor, request, req.env,

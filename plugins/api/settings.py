@@ -42,6 +42,10 @@ class ApiSettings:
     response_write_timeout: float = setting(
         30.0, "Seconds a client may take to read a response before it is dropped."
     )
+    max_request_timeout_ms: int = setting(
+        0, "Most milliseconds a request may ask for with its X-Request-Timeout-Ms header; a "
+        "larger value is capped to it (0: default_response_timeout)."
+    )
     max_multipart_parts: int = setting(
         1000, "Most parts a multipart/form-data request body may hold."
     )

@@ -15,6 +15,7 @@ wfserve-native metrics (seconds, per workflow and per node)::
     wfserve_request_timeouts_total{workflow}             requests past their own deadline
     wfserve_node_workers{workflow,node,status}           workers READY/BUSY/UNRESPONSIVE now
     wfserve_node_queue_length{workflow,node}             requests waiting for the node now
+    wfserve_node_deadline_drops_total{workflow,node}     inputs dropped unrun, past deadline
     wfserve_http_requests_total{surface,status}          HTTP answers by status class
 
 TorchServe's names, per node with ``model_name="<wf>__<node>"`` as TorchServe labels workflow
@@ -32,6 +33,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client import GCCollector
 from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -81,7 +83,8 @@ class TorchServeCounters(Collector):
 
 
 class LiveState(Collector):
-    """Workers by status and queue lengths, read from the executors at scrape time."""
+    """Workers by status, queue lengths and deadline drops, read from the executors at scrape
+    time (the drops count since the workflow's executor started)."""
 
     def __init__(self, describe_all: Callable[[], list[tuple[str, ExecutorState]]]) -> None:
         self.describe_all = describe_all
@@ -92,6 +95,9 @@ class LiveState(Collector):
         queued = GaugeMetricFamily("wfserve_node_queue_length",
                                    "Requests waiting for a node's workers.",
                                    labels=["workflow", "node"])
+        drops = CounterMetricFamily("wfserve_node_deadline_drops",
+                                    "Inputs dropped before a node's handler ran, their request "
+                                    "being past its deadline.", labels=["workflow", "node"])
         for workflow, described in self.describe_all():
             for node, info in described.nodes.items():
                 counts = {"READY": 0, "BUSY": 0, "UNRESPONSIVE": 0}
@@ -100,8 +106,10 @@ class LiveState(Collector):
                 for status, n in counts.items():
                     workers.add_metric([workflow, node, status], n)
                 queued.add_metric([workflow, node], float(info.queued))
+                drops.add_metric([workflow, node], float(info.deadline_drops))
         yield workers
         yield queued
+        yield drops
 
 
 class Metrics:

@@ -14,6 +14,7 @@ from wfserve.kernel.contracts import Archive
 from wfserve.kernel.contracts import PredictRequest
 from wfserve.kernel.contracts import Workflow
 from wfserve.kernel.core import Kernel
+from wfserve.kernel.errors import Timeout
 from wfserve.kernel.plugins import make_plugin_manager
 from wfserve.kernel.settings import Settings
 from wfserve.kernel.spec import parse_spec
@@ -34,6 +35,9 @@ def handle(data, context):
     for row in data:
         body = row.get("body")
         msg = json.loads(body.decode() if isinstance(body, (bytes, bytearray)) else body)
+        if msg.get("log"):  # which nodes' handlers ran, for call counts
+            with open(msg["log"], "a") as calls:
+                calls.write(node + "\\n")
         if msg.get("at") == node:  # misbehave at this node only
             once = msg.get("hang_once")
             if once and not os.path.exists(once):
@@ -165,3 +169,27 @@ def test_a_timed_out_attempt_is_cancelled_and_retried_on_another_actor(executor,
     time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))
     assert not marker.exists()  # the timed-out attempt was stopped, not left running
     assert len({w.pid for w in timed.workers} - pids) <= 1
+
+
+def test_inputs_past_their_deadline_are_dropped_unrun_and_cost_no_actor(executor, tmp_path):
+    """Issue 21 on Ray: three requests with a 1 s deadline meet ``pinned`` (one actor, 2.5 s a
+    call): all fail with ``Timeout``; the two behind the first are dropped before reaching an
+    actor, ``timed`` never runs, and no actor is replaced for a request's deadline."""
+    log = tmp_path / "calls"
+    body = json.dumps({"at": "pinned", "sleep": 2.5, "log": str(log)}).encode()
+    deadline = time.monotonic() + 1.0
+    futures = [executor.submit(PredictRequest({"body": body}, {}, f"d{i}", deadline))
+               for i in range(3)]
+    for future in futures:
+        with pytest.raises(Timeout):
+            future.result(30)
+
+    def drops():
+        return sum(n.deadline_drops for n in executor.describe().nodes.values())
+
+    end = time.monotonic() + 15
+    while drops() < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert drops() == 2
+    assert log.read_text().split() == ["pinned"]
+    assert executor.describe().nodes["pinned"].replaced_workers == 0

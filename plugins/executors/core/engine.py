@@ -11,7 +11,15 @@ its own. Everything else happens here, for every engine alike:
 - a batch's outputs are paired with its attempts by identity; a node's output goes to its
   children (TorchServe's input shapes, :func:`advance`), to those whose edge holds when the
   spec makes some edges conditional (:class:`Routing`; a node no edge reaches is skipped);
-- a failed attempt is retried up to ``retry-attempts`` times, then its request fails with
+- an attempt lasts at most the earlier of its ``timeout-ms`` and what is left of its
+  request's deadline: at the deadline the request fails with ``Timeout`` (the watchdog) and
+  the attempt's output is discarded, but its worker is stopped or replaced only for
+  ``timeout-ms`` (a deadline a client chose never costs a worker); a batch taken from a node's
+  batcher first drops the attempts whose request is past its deadline
+  (:meth:`~EngineCore.due`): they never reach a handler, the request fails with ``Timeout``
+  and the node counts them (:attr:`NodeBase.deadline_drops`);
+- a failed attempt is retried up to ``retry-attempts`` times (never past its request's
+  deadline: the request then fails with ``Timeout``), then its request fails with
   ``NodeFailed`` and its other branches stop; a node run alone (a model call) runs once and
   fails with TorchServe's status and message (:mod:`wfserve.plugins.executors.failures`).
 """
@@ -302,8 +310,38 @@ class EngineCore:
 
     # --- running a batch -----------------------------------------------------------------------
 
+    def due(self, node: NodeBase, batch: list[Attempt]) -> list[Attempt]:
+        """The attempts of ``batch`` (just taken from ``node``'s batcher) whose request is not
+        past its deadline; call before any of them runs.
+
+        The others are abandoned unrun and counted in ``node.deadline_drops``; a request of
+        theirs not yet settled fails with ``Timeout`` (the watchdog may not have woken yet).
+        A model call's attempt is left to its own rules (kept: its request's deadline is its
+        attempt's, enforced as TorchServe does).
+        """
+        now = time.monotonic()
+        late: list[Attempt] = []
+        with self.lock:
+            for att in batch:
+                deadline = att.req.request.deadline
+                if (att.state == QUEUED and not att.req.single and deadline is not None
+                        and deadline <= now):
+                    att.state = ABANDONED
+                    late.append(att)
+            node.deadline_drops += len(late)
+        if not late:
+            return batch
+        for att in late:
+            log.info("late input dropped", request_id=att.req.request.request_id,
+                     workflow=self.workflow, node=node.name)
+            self.request_deadline(att.req)
+        return [a for a in batch if a.state != ABANDONED]
+
     def execute(self, node: NodeBase, worker: Any, batch: list[Attempt]) -> Ready:
-        """Run ``batch`` on ``worker`` and settle its attempts; the children made ready."""
+        """Run ``batch`` on ``worker`` and settle its attempts; the children made ready.
+
+        Attempts of requests past their deadline are dropped first (:meth:`due`)."""
+        batch = self.due(node, batch)
         started = time.monotonic()
         with self.lock:
             live = [a for a in batch if a.state == QUEUED and not a.req.done]
@@ -410,6 +448,10 @@ class EngineCore:
             status, message = failure or (500, WORKER_DIED)
             self.fail(req, prediction_failed(status, message, workflow=self.workflow,
                                              node=node.name, cause=reason))
+            return
+        deadline = req.request.deadline
+        if deadline is not None and deadline <= time.monotonic():
+            self.request_deadline(req)  # no budget left for a retry: the client's 408
             return
         if att.number < node.retry_attempts:
             self.dispatch_or_fail(req, node, att.row, att.number + 1, avoid=avoid)

@@ -52,6 +52,9 @@ class NodeBase:
         #: attempts in dispatch order, hence in deadline order: the watchdog's to-do list (an
         #: engine that bounds attempts itself leaves it empty)
         self.timers: deque[Attempt] = deque()
+        #: inputs dropped unrun because their request was past its deadline (written under
+        #: the engine's lock; ``describe``'s ``deadline_drops``)
+        self.deadline_drops = 0
 
     @property
     def target(self) -> int:
@@ -97,5 +100,6 @@ class NodeBase:
             kind=self.spec.kind, min_workers=self.min_workers, max_workers=self.max_workers,
             batch_size=self.batch_size, max_batch_delay=self.max_batch_delay,
             retry_attempts=self.retry_attempts, timeout_ms=self.timeout_ms,
-            workers=self.worker_states(), queued=self.queue_length(), **extra,
+            workers=self.worker_states(), queued=self.queue_length(),
+            deadline_drops=self.deadline_drops, **extra,
         )

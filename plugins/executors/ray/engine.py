@@ -66,7 +66,7 @@ class Engine(EngineCore):
         """A collector thread: serve ``node``'s batcher with ``worker`` until it leaves."""
         try:
             while not self.stopping and not worker.retired:
-                batch = node.batcher.next_batch(POLL_S)
+                batch = self.due(node, node.batcher.next_batch(POLL_S))
                 batch = self._mine(node, worker, [a for a in batch if not a.req.done])
                 if batch:
                     self.dispatch_ready(self.execute(node, worker, self._in_time(node, batch)))
