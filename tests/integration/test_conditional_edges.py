@@ -97,7 +97,7 @@ def server(stores):
 
 def readme_example():
     """The spec and the handler of the README's worked example."""
-    section = README.read_text().split("### Conditional edges", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", README.read_text().split("### Conditional edges", 1)[1])[0]
     (yaml_block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
     (python_block,) = re.findall(r"```python\n(.*?)```", section, re.S)
     return yaml_block, python_block
