@@ -1,5 +1,7 @@
 """Session-wide fixtures: real archives built once per test session with the official tools."""
 
+import threading
+
 import pytest
 
 from tests.archives import Stores
@@ -10,3 +12,16 @@ from tests.archives import build_peer_stores
 def peer_stores(tmp_path_factory) -> Stores:
     """``m1.mar``, ``m2.mar``, ``seq_wf.war``, ``par_wf.war`` as the peer's setup.sh builds them."""
     return build_peer_stores(tmp_path_factory.mktemp("peer"))
+
+
+@pytest.fixture
+def executors():
+    """Executors a test builds (append them); closed at its end, and no thread they started
+    may outlive them."""
+    before = set(threading.enumerate())
+    made = []
+    yield made
+    for ex in made:
+        ex.close(5)
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, left

@@ -129,18 +129,6 @@ def test_a_function_given_a_wrong_type_is_a_condition_error():
 # --- the executor core (threaded engine) ------------------------------------------------------
 
 
-@pytest.fixture
-def executors():
-    """Executors built by a test; closed at the end, and no thread may outlive them."""
-    before = set(threading.enumerate())
-    made = []
-    yield made
-    for ex in made:
-        ex.close(5)
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not left, left
-
-
 def build(executors, tmp_path, spec, factories):
     ex, _ = make_executor(tmp_path, spec, factories)
     executors.append(ex)

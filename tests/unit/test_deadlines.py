@@ -62,15 +62,6 @@ dag:
 """
 
 
-@pytest.fixture
-def executors():
-    """Executors built by a test, closed at its end."""
-    made = []
-    yield made
-    for ex in made:
-        ex.close(5)
-
-
 def counting(calls, name, delay=0.0, release=None):
     """A factory of handlers that log ``name`` per row, after ``delay`` or ``release``."""
     import time

@@ -34,18 +34,6 @@ dag:
 """
 
 
-@pytest.fixture
-def executors():
-    """Executors built by a test; closed at the end, and no thread may outlive them."""
-    before = set(threading.enumerate())
-    made = []
-    yield made
-    for ex in made:
-        ex.close(5)
-    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
-    assert not left, left
-
-
 def build(executors, tmp_path, spec, factories, **kw):
     ex, fakes = make_executor(tmp_path, spec, factories, **kw)
     executors.append(ex)
