@@ -53,6 +53,10 @@ PROPERTIES: dict[str, tuple[int, int]] = {
 GLOBAL_EXTENSIONS: dict[str, type] = {"typed": bool}
 #: wfserve extension at the top level: the workflow's default deadline, in milliseconds
 DEADLINE_KEY = "deadline-ms"
+#: the top-level keys of a spec: TorchServe's two, then wfserve's extensions; any other is a
+#: SpecError (TorchServe ignores it), so a spec written for a server with more extensions is
+#: refused by name instead of running without them
+TOP_LEVEL_KEYS = ("models", "dag", "edges", DEADLINE_KEY)
 #: a per-model section's check: the section as the node keeps it, or ValueError (the message)
 SectionCheck = Callable[[Any], Any]
 
@@ -360,6 +364,10 @@ def parse_spec(text: str, source: str = "spec",
     doc = _load_yaml(text, source)
     if not isinstance(doc, dict):
         raise SpecError(f"{source}: the spec must be a mapping with 'models' and 'dag'")
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise _fail(f"unknown top-level key '{key}' (known: {', '.join(TOP_LEVEL_KEYS)})",
+                        doc, key)
     for section in ("models", "dag"):
         if section not in doc:
             raise SpecError(f"{source}: missing '{section}:' section", key=section)

@@ -303,3 +303,11 @@ def test_any_valid_global_properties_round_trip(props):
     expected = {k: props.get(k, d) for k, (d, _) in PROPERTIES.items()}
     assert s.globals.as_properties() == expected
     assert s.nodes["m"].config.as_properties() == expected
+
+
+def test_an_unknown_top_level_key_is_refused_by_name():
+    """TorchServe ignores it; wfserve refuses it, so a spec made for a server with more
+    extensions is not run without them."""
+    with pytest.raises(SpecError, match=r"line 5: unknown top-level key 'fan-out' \(known: "
+                                        r"models, dag, edges, deadline-ms\)"):
+        parse_spec("models:\n  m1: {url: m1.mar}\ndag:\n  pre: [m1]\nfan-out: {}\n")
