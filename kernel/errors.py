@@ -158,6 +158,12 @@ class ConditionFailed(NodeFailed):
     request (fields: workflow, node (the parent), edge (``parent -> child``), cause)."""
 
 
+class MapFailed(NodeFailed):
+    """A map edge could not split its parent's output, or gather its child's outputs, for one
+    request, or one item failed after its retries (fields: workflow, node, edge
+    (``parent -> child``), item (its index, when one item is to blame), cause)."""
+
+
 class NoLeafRan(WfserveError):
     """Conditional edges skipped every leaf of the DAG for one request (fields: workflow,
     skipped (the leaves))."""

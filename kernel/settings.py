@@ -105,6 +105,9 @@ class Settings:
     max_workers_per_node: int = setting(
         32, "Most workers one node may run (spec values and scale calls alike)."
     )
+    max_map_items: int = setting(
+        1000, "Most items one request may send over one map edge (more: 413)."
+    )
     workflows: list[str] = setting(
         [], "Workflows to register at start-up, as NAME=URL (or just URL) entries."
     )

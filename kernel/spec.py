@@ -11,9 +11,12 @@ Where TorchServe fails with a Java ``ClassCastException`` or ignores a typo, we 
 global property applies to every model whatever its position in the file.
 
 ``edges:`` is a wfserve extension: per-edge options, keyed ``parent -> child`` (an edge of
-``dag:``). Its one option is ``when``, a condition over the parent's output
-(:mod:`wfserve.kernel.conditions`), compiled here; a spec without ``edges:`` means what it
-means to TorchServe.
+``dag:``). ``when`` is a condition over the parent's output
+(:mod:`wfserve.kernel.conditions`), compiled here; ``map: true`` makes the edge a map edge: the
+child runs once per item of the parent's list output and its outputs are gathered, in item
+order, into one list for its own children. A map edge's child must have that one parent and
+the edge no ``when`` (to keep joins simple). A spec without ``edges:`` means what it means to
+TorchServe.
 
 wfserve extension at the top level: ``deadline-ms`` (a positive integer), the workflow's default
 request deadline, used when a request brings none of its own (``X-Request-Timeout-Ms``).
@@ -62,7 +65,7 @@ SectionCheck = Callable[[Any], Any]
 
 NodeKind = Literal["model", "function"]
 #: the options an ``edges:`` entry may set
-EDGE_OPTIONS = ("when",)
+EDGE_OPTIONS = ("when", "map")
 #: an edge, ``(parent, child)``
 Edge = tuple[str, str]
 
@@ -106,7 +109,8 @@ class WorkflowSpec:
     """A parsed spec: global properties, every DAG node, the edges as written.
 
     ``conditions`` holds the ``when`` of each conditional edge (``edges:``), in the order
-    written; an edge not in it always holds. Empty for a TorchServe spec.
+    written; an edge not in it always holds. ``maps`` holds the map edges (``map: true``).
+    Both are empty for a TorchServe spec.
     """
 
     globals: NodeConfig
@@ -117,6 +121,8 @@ class WorkflowSpec:
     conditions: Mapping[Edge, Condition] = field(default_factory=dict)
     #: ``deadline-ms``: the default deadline of a request to this workflow (None: the server's)
     deadline_ms: int | None = None
+    #: the map edges (``map: true``); each child has that one parent and no condition on it
+    maps: frozenset[Edge] = frozenset()
 
     def dag(self) -> Dag:
         """The validated DAG; raises ``InvalidDAG`` with TorchServe's message."""
@@ -305,13 +311,17 @@ def _parse_edge_key(key: Any, section: Any, dag: Mapping[str, tuple[str, ...]]) 
     return parent, child
 
 
-def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]) -> dict[Edge, Condition]:
-    """``edges:`` as the conditions of its conditional edges (see the module docstring)."""
+def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]
+                 ) -> tuple[dict[Edge, Condition], frozenset[Edge]]:
+    """``edges:`` as the conditions of its conditional edges and its map edges (see the
+    module docstring)."""
     if not isinstance(section, dict):
         raise SpecError("'edges' must be a mapping of 'parent -> child' to options",
                         key="edges", line=getattr(section, "line", None))
     conditions: dict[Edge, Condition] = {}
+    maps: set[Edge] = set()
     seen: set[Edge] = set()
+    known = ", ".join(EDGE_OPTIONS)
     for key, options in section.items():
         edge = _parse_edge_key(key, section, dag)
         if edge in seen:
@@ -320,11 +330,18 @@ def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]) -> dict[Edge,
         if options is None:
             continue
         if not isinstance(options, dict):
-            raise _fail(f"edges: '{key}' must map to options (known: when)", section, key)
+            raise _fail(f"edges: '{key}' must map to options (known: {known})", section, key)
         for option, value in options.items():
             if option not in EDGE_OPTIONS:
-                raise _fail(f"edges: '{key}': unknown option '{option}' (known: "
-                            f"{', '.join(EDGE_OPTIONS)})", section, key)
+                raise _fail(f"edges: '{key}': unknown option '{option}' (known: {known})",
+                            section, key)
+            if option == "map":
+                if not isinstance(value, bool):
+                    raise _fail(f"edges: '{key}': 'map' must be true or false, got {value!r}",
+                                section, key)
+                if value:
+                    maps.add(edge)
+                continue
             if not isinstance(value, str) or not value.strip():
                 raise _fail(f"edges: '{key}': 'when' must be a non-empty string, got "
                             f"{value!r}", section, key)
@@ -333,7 +350,23 @@ def _parse_edges(section: Any, dag: Mapping[str, tuple[str, ...]]) -> dict[Edge,
             except ValueError as exc:
                 raise _fail(f"edges: '{key}': bad condition {value!r}: {exc}",
                             section, key) from None
-    return conditions
+    _check_maps(maps, conditions, section, dag)
+    return conditions, frozenset(maps)
+
+
+def _check_maps(maps: set[Edge], conditions: Mapping[Edge, Condition], section: Any,
+                dag: Mapping[str, tuple[str, ...]]) -> None:
+    """:raises SpecError: a map edge with a ``when``, or into a child with several parents."""
+    for edge in sorted(maps):
+        key = next(k for k in section if _parse_edge_key(k, section, dag) == edge)
+        if edge in conditions:
+            raise _fail(f"edges: '{key}': 'map' and 'when' cannot be combined on one edge "
+                        "(a map edge is unconditional, to keep joins simple)", section, key)
+        parents = [p for p, children in dag.items() if edge[1] in children]
+        if len(parents) > 1:
+            raise _fail(f"edges: '{key}': a map edge's child must have one parent, "
+                        f"'{edge[1]}' has {len(parents)} ({', '.join(parents)}); mapping into "
+                        "a join is not supported, to keep joins simple", section, key)
 
 
 def _deadline(doc: Any) -> int | None:
@@ -358,8 +391,9 @@ def parse_spec(text: str, source: str = "spec",
     :raises SpecError: bad YAML, a missing or mistyped section, an unknown key, a property that
         is not an integer or is below its minimum, min-workers above max-workers, a
         ``deadline-ms`` that is not a positive integer; under ``edges:`` a key that is not an
-        edge of the dag, an unknown option, a condition that does not compile (each naming the
-        edge). The DAG is not validated here: call :meth:`WorkflowSpec.dag`.
+        edge of the dag, an unknown option, a condition that does not compile, a ``map`` that is
+        not a boolean, combined with ``when``, or into a child with several parents (each
+        naming the edge). The DAG is not validated here: call :meth:`WorkflowSpec.dag`.
     """
     doc = _load_yaml(text, source)
     if not isinstance(doc, dict):
@@ -376,7 +410,7 @@ def parse_spec(text: str, source: str = "spec",
     global_props, global_ext, entries = _parse_models(doc["models"])
     globals_ = _config(global_props, doc["models"], "models")
     edges = _parse_dag(doc["dag"])
-    conditions = _parse_edges(doc["edges"], edges) if "edges" in doc else {}
+    conditions, maps = _parse_edges(doc["edges"], edges) if "edges" in doc else ({}, frozenset())
     deadline_ms = _deadline(doc)
 
     models = {
@@ -396,4 +430,4 @@ def parse_spec(text: str, source: str = "spec",
             nodes[name] = NodeSpec(name, "function", function_config, line=_line(doc["dag"], name))
     unused = tuple(n for n in models if n not in nodes)
     return WorkflowSpec(globals_, nodes, edges, bool(global_ext.get("typed", False)), unused,
-                        conditions, deadline_ms)
+                        conditions, deadline_ms, maps)

@@ -65,7 +65,7 @@ def test_an_edge_without_when_is_accepted_and_always_holds():
         ("  a -> b -> c: {when: x}\n", "must be 'parent -> child'"),
         ("  a -> b: {when: \"label ==\"}\n", "edges: 'a -> b': bad condition 'label =='"),
         ("  a -> b: {when: \"foo[\"}\n", "edges: 'a -> b': bad condition"),
-        ("  a -> b: {if: x}\n", "edges: 'a -> b': unknown option 'if' (known: when)"),
+        ("  a -> b: {if: x}\n", "edges: 'a -> b': unknown option 'if' (known: when, map)"),
         ("  a -> b: {when: 3}\n", "'when' must be a non-empty string"),
         ("  a -> b: {when: ''}\n", "'when' must be a non-empty string"),
         ("  a -> b: yes\n", "must map to options"),

@@ -11,6 +11,15 @@ its own. Everything else happens here, for every engine alike:
 - a batch's outputs are paired with its attempts by identity; a node's output goes to its
   children (TorchServe's input shapes, :func:`advance`), to those whose edge holds when the
   spec makes some edges conditional (:class:`Routing`; a node no edge reaches is skipped);
+- over a map edge (``map: true``) the child gets one attempt per item of its parent's list
+  output, each through the child's batcher (items of one request and of concurrent requests
+  batch together); once every item is done their outputs are gathered in item order into the
+  child's one output, which goes on to its children (:mod:`.mapping`; :meth:`~EngineCore.store`
+  keeps it where the engine keeps outputs). A request over ``max_map_items`` items fails with
+  ``TooLarge`` (413), one whose output is not a list, or one of whose items fails after its
+  retries, with ``MapFailed`` (naming the node, the edge and the item). Items count against
+  the child's queue (``job_queue_size``): a request whose items do not fit fails with
+  ``Unavailable`` (503). A handler that raises fails its whole batch (every item in it);
 - an attempt lasts at most the earlier of its ``timeout-ms`` and what is left of its
   request's deadline: at the deadline the request fails with ``Timeout`` (the watchdog) and
   the attempt's output is discarded, but its worker is stopped or replaced only for
@@ -29,6 +38,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,13 +50,20 @@ from wfserve.kernel.contracts import NodeTiming
 from wfserve.kernel.contracts import PredictRequest
 from wfserve.kernel.contracts import PredictResult
 from wfserve.kernel.errors import ConditionFailed
+from wfserve.kernel.errors import MapFailed
 from wfserve.kernel.errors import NodeFailed
 from wfserve.kernel.errors import NoLeafRan
 from wfserve.kernel.errors import Timeout
+from wfserve.kernel.errors import TooLarge
 from wfserve.kernel.errors import Unavailable
 from wfserve.kernel.errors import WfserveError
+from wfserve.kernel.spec import Edge
 from wfserve.kernel.spec import WorkflowSpec
 from wfserve.kernel.spec import edge_name
+from wfserve.plugins.executors.core.mapping import MapError
+from wfserve.plugins.executors.core.mapping import MapState
+from wfserve.plugins.executors.core.mapping import gather
+from wfserve.plugins.executors.core.mapping import split
 from wfserve.plugins.executors.core.nodes import NodeBase
 from wfserve.plugins.executors.core.records import ABANDONED
 from wfserve.plugins.executors.core.records import DONE
@@ -163,22 +180,31 @@ def _settle(req: Req, parent: str, child: NodeBase, out: Any, delivered: bool,
 
 
 class Routing:
-    """A workflow's conditional edges (the spec's ``edges:``), evaluated for every engine.
+    """A workflow's conditional and map edges (the spec's ``edges:``), for every engine.
 
     :param conditions: ``(parent, child) -> condition``; an edge not in it always holds.
     :param typed: outputs are objects (``typed: true``), else bytes to JSON-decode.
+    :param maps: the map edges (each child has that one parent).
+    :param max_items: the most items one request may send over one map edge.
     """
 
-    def __init__(self, conditions: Mapping[tuple[str, str], Condition], typed: bool) -> None:
+    def __init__(self, conditions: Mapping[tuple[str, str], Condition], typed: bool,
+                 maps: Iterable[Edge] = (), max_items: int = 1000) -> None:
         self.typed = typed
+        self.max_items = max_items
+        self._map_parent: dict[str, str] = {child: parent for parent, child in maps}
         self._by_parent: dict[str, dict[str, Condition]] = {}
         for (parent, child), condition in conditions.items():
             self._by_parent.setdefault(parent, {})[child] = condition
 
     @classmethod
-    def of(cls, spec: WorkflowSpec) -> Routing:
-        """The routing of ``spec``."""
-        return cls(spec.conditions, spec.typed)
+    def of(cls, spec: WorkflowSpec, max_items: int = 1000) -> Routing:
+        """The routing of ``spec`` (``max_items``: the ``max_map_items`` setting)."""
+        return cls(spec.conditions, spec.typed, spec.maps, max_items)
+
+    def mapped(self, node: str) -> str | None:
+        """The parent of the map edge into ``node``, None when no map edge leads to it."""
+        return self._map_parent.get(node)
 
     def conditional(self, node: str) -> bool:
         """Whether some edge out of ``node`` has a condition."""
@@ -245,6 +271,11 @@ class EngineCore:
         """The values of a batch's outputs, for the conditions of a node's edges (outside the
         lock). An engine holding references fetches them here."""
         return outputs
+
+    def store(self, value: Any) -> Any:
+        """Where a gathered map output is kept, as :meth:`execute` keeps outputs (an engine
+        holding references stores the value and returns one); called outside the lock."""
+        return value
 
     def release(self, node: NodeBase, worker: Any) -> None:
         """``worker`` is done with a batch (before its requests are finished)."""
@@ -351,38 +382,156 @@ class EngineCore:
         if not live:
             self.release(node, worker)
             return []
-        failed: Exception | None = None
-        try:
-            outputs, ran = self.run_on_worker(node, worker, live)
-        except Exception as exc:
-            failed, outputs, ran = exc, [], None
-        ran = time.monotonic() - started if ran is None else ran
+        outputs, items, ran, failed = self._run(node, worker, live, started)
         routes = self._route(node, live, outputs) if failed is None else None
         ready: Ready = []
         finished: list[Req] = []
         broken: list[tuple[Req, WfserveError]] = []
+        gathers: list[tuple[Req, MapState]] = []
         with self.lock:
             kept = [a for a in live if a.state == RUNNING]
             for att in kept:
                 att.state = DONE
             if failed is None:
                 for i, (att, out) in enumerate(zip(live, outputs, strict=True)):
-                    if att.state == DONE and not att.req.done:
-                        holds = None if routes is None else routes[i]
-                        if isinstance(holds, WfserveError):
-                            broken.append((att.req, holds))
-                            continue
-                        timing = NodeTiming(node.name, started - att.enqueued, ran, att.number + 1)
-                        if advance(att.req, node, out, timing, self.nodes, ready, holds):
-                            finished.append(att.req)
+                    if att.state != DONE or att.req.done:
+                        continue
+                    timing = NodeTiming(node.name, started - att.enqueued, ran, att.number + 1)
+                    state = None if att.req.single else att.req.maps.get(node.name)
+                    if state is not None and state.index(att.row) is not None:
+                        if state.put(att.row, items[i], timing):
+                            gathers.append((att.req, state))
+                        continue
+                    holds = None if routes is None else routes[i]
+                    if isinstance(holds, WfserveError):
+                        broken.append((att.req, holds))
+                    elif advance(att.req, node, out, timing, self.nodes, ready, holds):
+                        finished.append(att.req)
         self.release(node, worker)
+        for req, state in gathers:
+            self._gathered(req, node, state, ready)
         for req in finished:
             self._finish(req)
         for req, error in broken:
             self.fail(req, error)
         if failed is not None:
             self._batch_failed(worker, kept, failed)
-        return ready
+        return self._expand(ready)
+
+    # --- map edges -----------------------------------------------------------------------------
+
+    def _item(self, att: Attempt) -> int | None:
+        """The item index of ``att`` when it runs one item of a map, else None."""
+        state = None if att.req.single else att.req.maps.get(att.node.name)
+        return None if state is None else state.index(att.row)
+
+    def _map_edge(self, node: NodeBase) -> str:
+        return edge_name((self.routing.mapped(node.name) or "?", node.name))
+
+    def _map_failed(self, node: NodeBase, why: str, cause: str, item: int | None = None,
+                    **fields: Any) -> MapFailed:
+        edge = self._map_edge(node)
+        where = "" if item is None else f" (item {item})"
+        return MapFailed(f"Workflow {self.workflow}: map edge '{edge}'{where}: {why}",
+                         workflow=self.workflow, node=node.name, edge=edge, item=item,
+                         cause=cause, **fields)
+
+    def _expand(self, ready: Ready) -> Ready:
+        """``ready`` less the children of map edges, whose items are dispatched instead (one
+        attempt per item, through the child's batcher; call outside the lock).
+
+        An empty list is gathered at once (its children made ready are expanded in turn). A
+        request fails with ``TooLarge`` beyond :attr:`Routing.max_items` items, with
+        ``MapFailed`` when the parent's output is not a list.
+        """
+        out: Ready = []
+        todo = list(reversed(ready))
+        while todo:
+            req, child, row = todo.pop()
+            if req.single or req.done or self.routing.mapped(child.name) is None:
+                out.append((req, child, row))
+                continue
+            try:
+                (value,) = self.values([row["body"]])
+                bodies, was_tensor = split(value, self.routing.typed)
+            except MapError as exc:
+                self.fail(req, self._map_failed(child, f"cannot split the output: {exc}",
+                                                str(exc)))
+                continue
+            except Exception as exc:  # NOTE: an engine's fetch; it fails this request only
+                cause = f"{type(exc).__name__}: {exc}"
+                self.fail(req, self._map_failed(child, f"cannot fetch the output: {cause}",
+                                                cause))
+                continue
+            cap = self.routing.max_items
+            if len(bodies) > cap:
+                edge = self._map_edge(child)
+                self.fail(req, TooLarge(
+                    f"Workflow {self.workflow}: map edge '{edge}' has {len(bodies)} items, more "
+                    f"than max_map_items ({cap})", workflow=self.workflow, node=child.name,
+                    edge=edge, items=len(bodies), limit=cap))
+                continue
+            state = MapState([{"body": body} for body in bodies], was_tensor)
+            if not state.rows:
+                more: Ready = []
+                self._gathered(req, child, state, more)
+                todo.extend(reversed(more))
+                continue
+            with self.lock:
+                req.maps[child.name] = state
+            for item_row in state.rows:
+                if req.done:
+                    break
+                self.dispatch_or_fail(req, child, item_row, 0)
+        return out
+
+    def _gathered(self, req: Req, node: NodeBase, state: MapState, ready: Ready) -> None:
+        """Every item of ``node``'s map for ``req`` is done: gather their outputs into the
+        node's output and advance the DAG with it (``ready`` gets the children it makes
+        ready); call outside the lock. Fails ``req`` when an output cannot be gathered or a
+        condition out of ``node`` cannot be evaluated."""
+        try:
+            value = gather(state.outputs, self.routing.typed, state.was_tensor)
+            holds = (self.routing.holds(self.workflow, node.name, value)
+                     if self.routing.conditional(node.name) else None)
+            stored = self.store(value)
+        except MapError as exc:
+            self.fail(req, self._map_failed(node, f"cannot gather the outputs: {exc}",
+                                            str(exc), exc.item))
+            return
+        except WfserveError as exc:
+            self.fail(req, exc)
+            return
+        except Exception as exc:  # NOTE: an engine's store; it fails this request only
+            cause = f"{type(exc).__name__}: {exc}"
+            self.fail(req, self._map_failed(node, f"cannot store the output: {cause}", cause))
+            return
+        with self.lock:
+            if req.done:
+                return
+            finished = advance(req, node, stored, state.timing(node.name), self.nodes, ready,
+                               holds)
+        if finished:
+            self._finish(req)
+
+    def _run(self, node: NodeBase, worker: Any, live: list[Attempt], started: float
+             ) -> tuple[list[Any], list[Any], float, Exception | None]:
+        """:meth:`run_on_worker`: the outputs, their values where some attempt runs an item of
+        a map (else the outputs again), the seconds the handler ran, and what failed the
+        batch (None when nothing did)."""
+        failed: Exception | None = None
+        ran: float | None
+        try:
+            outputs, ran = self.run_on_worker(node, worker, live)
+        except Exception as exc:
+            failed, outputs, ran = exc, [], None
+        items = outputs
+        if failed is None and any(self._item(a) is not None for a in live):
+            try:  # an item's output is gathered as a value (an engine fetches it here)
+                items = self.values(outputs)
+            except Exception as exc:  # NOTE: an engine's fetch: the batch fails, and retries
+                failed = exc
+        return outputs, items, time.monotonic() - started if ran is None else ran, failed
 
     def _route(self, node: NodeBase, live: list[Attempt], outputs: list[Any]
                ) -> list[dict[str, bool] | WfserveError] | None:
@@ -402,7 +551,7 @@ class EngineCore:
             return [error for _ in live]
         routes: list[dict[str, bool] | WfserveError] = []
         for att, value in zip(live, values, strict=True):
-            if att.req.single:
+            if att.req.single or self._item(att) is not None:  # an item: routed when gathered
                 routes.append({})
                 continue
             try:
@@ -455,6 +604,11 @@ class EngineCore:
             return
         if att.number < node.retry_attempts:
             self.dispatch_or_fail(req, node, att.row, att.number + 1, avoid=avoid)
+            return
+        item = self._item(att)
+        if item is not None:
+            self.fail(req, self._map_failed(node, f"Error executing {node.name}", reason, item,
+                                            attempts=att.number + 1))
             return
         self.fail(req, NodeFailed(
             f"Error executing {node.name}", workflow=self.workflow, node=node.name,

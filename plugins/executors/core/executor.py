@@ -66,7 +66,7 @@ class ExecutorCore:
         self.dag = workflow.dag
         self.nodes: dict[str, Any] = {}
         self.engine: EngineCore = self.new_engine()
-        self.engine.routing = Routing.of(workflow.spec)
+        self.engine.routing = Routing.of(workflow.spec, settings.max_map_items)
         self.watchdog: Watchdog | None = None
         self.closing = False
         self.started = False

@@ -17,6 +17,7 @@ from wfserve.kernel.contracts import PredictRequest
 from wfserve.kernel.contracts import RowMeta
 
 if TYPE_CHECKING:
+    from wfserve.plugins.executors.core.mapping import MapState
     from wfserve.plugins.executors.core.nodes import NodeBase
 
 #: attempt states, in the order an attempt goes through them
@@ -32,8 +33,8 @@ class Req:
     """
 
     __slots__ = (
-        "attempt", "done", "future", "inputs", "leaves_left", "meta", "outputs", "pending",
-        "request", "single", "timings",
+        "attempt", "done", "future", "inputs", "leaves_left", "maps", "meta", "outputs",
+        "pending", "request", "single", "timings",
     )
 
     def __init__(
@@ -51,6 +52,8 @@ class Req:
         self.outputs: dict[str, Any] = {}  # values, or an engine's references to them
         self.leaves_left = leaves
         self.timings: list[NodeTiming] = []
+        #: child of a map edge -> its map for this request (:mod:`.mapping`)
+        self.maps: dict[str, MapState] = {}
         self.done = False  # set once, under the lock, by whoever settles the future
 
 

@@ -141,6 +141,13 @@ class Engine(EngineCore):
 
         return list(ray.get(outputs))
 
+    def store(self, value: Any) -> Any:
+        """A gathered map output, put in the object store (children and :meth:`result` take
+        references)."""
+        import ray
+
+        return ray.put(value)
+
     def result(self, req: Req) -> Any:
         """The values of the leaves that ran, fetched from the object store (the one fetch per
         request)."""
