@@ -186,7 +186,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         extra = f" url={redact_url(node.url)}" if node.url else ""
         children = ", ".join(
             f"{child} [when {spec.conditions[(name, child)].source}]"
-            if (name, child) in spec.conditions else child
+            if (name, child) in spec.conditions
+            else f"{child} [map]" if (name, child) in spec.maps else child
             for child in dag.children(name)) or "(leaf)"
         sys.stdout.write(
             f"{name}: {node.kind}{extra} -> {children}  {node.config.as_properties()}\n"

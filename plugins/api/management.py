@@ -133,8 +133,8 @@ def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
     TorchServe's fields come first and unchanged (the spec's global values); the extensions
     are ``workflowVersion``, ``isDefault`` and ``nodes``: per node the live ``minWorkers``,
     ``maxWorkers``, ``batchSize``, ``maxBatchDelay``, ``workers`` (id and status) and
-    ``queued``, as changed by the scale call; and, only for a spec with conditional edges,
-    ``edges``: ``{"parent -> child": {"when": "<condition>"}}``.
+    ``queued``, as changed by the scale call; and, only for a spec with conditional or map
+    edges, ``edges``: ``{"parent -> child": {"when": "<condition>"} or {"map": true}}``.
     """
     spec = entry.workflow.spec
     g = spec.globals
@@ -151,9 +151,12 @@ def describe(entry: Registered, is_default: bool) -> dict[str, Any]:
         "isDefault": is_default,
         "nodes": nodes,
     }
-    if spec.conditions:
-        described["edges"] = {edge_name(edge): {"when": condition.source}
-                              for edge, condition in spec.conditions.items()}
+    if spec.conditions or spec.maps:
+        edges: dict[str, dict[str, Any]] = {
+            edge_name(edge): {"when": condition.source}
+            for edge, condition in spec.conditions.items()}
+        edges.update({edge_name(edge): {"map": True} for edge in sorted(spec.maps)})
+        described["edges"] = edges
     return described
 
 

@@ -97,6 +97,8 @@ def test_items_are_answered_in_order_and_each_request_gets_its_own(stores):
             answers = list(pool.map(lambda items: predict(server, items), cases))
         same(answers, cases)
         metrics = httpx.get(f"{server.metrics}/metrics", timeout=30).text
+        described = httpx.get(f"{server.management}/workflows/mapwf", timeout=30).json()[0]
+    assert described["edges"] == {"detect -> m1": {"map": True}}
     rows = next(float(line.split()[-1]) for line in metrics.splitlines()
                 if line.startswith('wfserve_node_requests_total{node="m1",workflow="mapwf"}'))
     assert rows == sum(len(items) for items in cases) + len(cases[0])  # one call row per item

@@ -70,6 +70,15 @@ def test_check_a_good_spec(tmp_path):
     assert result.stdout.splitlines()[0].startswith("pre: function -> m1")
 
 
+def test_check_shows_map_and_conditional_edges(tmp_path):
+    spec = tmp_path / "wf.yaml"
+    spec.write_text("models: {}\ndag:\n  a: [b, c]\n  b: [d]\nedges:\n  a -> b: {map: true}\n"
+                    "  a -> c: {when: \"label == 'x'\"}\n")
+    result = run("check", str(spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("a: function -> b [map], c [when label == 'x']")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
