@@ -2,6 +2,7 @@
 
 import threading
 
+import httpx
 import pytest
 
 from tests.archives import Stores
@@ -25,3 +26,17 @@ def executors():
         ex.close(5)
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, left
+
+
+@pytest.fixture(scope="module")
+def inf(server):
+    """An HTTP client of the inference API of the module's own ``server`` fixture."""
+    with httpx.Client(base_url=server.inference, timeout=300) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def mgmt(server):
+    """An HTTP client of the management API of the module's own ``server`` fixture."""
+    with httpx.Client(base_url=server.management, timeout=300) as client:
+        yield client

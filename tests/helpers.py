@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,16 @@ from typing import Any
 import httpx
 
 READY_SECONDS = 60.0
+
+
+def wait_for(condition: Callable[[], bool], within: float, every: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds or ``within`` seconds pass; whether it held."""
+    end = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(every)
+    return True
 
 
 def unused_port() -> int:

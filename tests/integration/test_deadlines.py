@@ -5,13 +5,13 @@
 import concurrent.futures
 import re
 import textwrap
-import time
 
 import httpx
 import pytest
 
 from tests.archives import build_war
 from tests.helpers import WfserveServer
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,10 +74,7 @@ def test_late_inputs_are_answered_408_and_never_run(server):
         assert r.json()["code"] == 408
         assert r.json()["type"] == "RequestTimeoutException"
         assert r.json()["message"] == "Workflow dl request timed out"  # as the README shows
-    end = time.monotonic() + 10
-    while metric(server, "wfserve_node_deadline_drops_total", "slow") < 2 and (
-            time.monotonic() < end):
-        time.sleep(0.1)
+    wait_for(lambda: metric(server, "wfserve_node_deadline_drops_total", "slow") >= 2, 10)
     assert metric(server, "wfserve_node_deadline_drops_total", "slow") == 2
     assert metric(server, "wfserve_node_requests_total", "slow") == 1
     assert metric(server, "wfserve_node_requests_total", "post") == 0

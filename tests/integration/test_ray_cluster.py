@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.helpers import wait_for
 from wfserve.kernel.contracts import Archive
 from wfserve.kernel.contracts import PredictRequest
 from wfserve.kernel.contracts import Workflow
@@ -187,9 +188,7 @@ def test_inputs_past_their_deadline_are_dropped_unrun_and_cost_no_actor(executor
     def drops():
         return sum(n.deadline_drops for n in executor.describe().nodes.values())
 
-    end = time.monotonic() + 15
-    while drops() < 2 and time.monotonic() < end:
-        time.sleep(0.05)
+    wait_for(lambda: drops() >= 2, 15)
     assert drops() == 2
     assert log.read_text().split() == ["pinned"]
     assert executor.describe().nodes["pinned"].replaced_workers == 0

@@ -64,18 +64,6 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def inf(server):
-    with httpx.Client(base_url=server.inference, timeout=300) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def mgmt(server):
-    with httpx.Client(base_url=server.management, timeout=300) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def image() -> bytes:
     """A 96x64 RGB PNG with a colour gradient and a square, made with Pillow."""
     from PIL import Image

@@ -62,16 +62,14 @@ dag:
 """
 
 
-def counting(calls, name, delay=0.0, release=None):
-    """A factory of handlers that log ``name`` per row, after ``delay`` or ``release``."""
-    import time
+def counting(calls, name, release=None):
+    """A factory of handlers that log ``name`` per row, then wait for ``release`` (if any)."""
 
     def factory(index):
         def handler(batch, meta):
             calls.extend([name] * len(batch))
             if release is not None:
                 release.wait(5)
-            time.sleep(delay)
             return [row["body"] for row in batch]
 
         return handler
@@ -81,11 +79,9 @@ def counting(calls, name, delay=0.0, release=None):
 
 def _drops_reach(executor, node, count, within=5.0):
     """Whether ``node``'s deadline drops reach exactly ``count`` within ``within`` seconds."""
-    import time
+    from tests.helpers import wait_for
 
-    end = time.monotonic() + within
-    while executor.describe().nodes[node].deadline_drops < count and time.monotonic() < end:
-        time.sleep(0.01)
+    wait_for(lambda: executor.describe().nodes[node].deadline_drops >= count, within)
     return executor.describe().nodes[node].deadline_drops == count
 
 
