@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -102,6 +103,14 @@ class SinkHandler(logging.Handler):
         self.sink.flush()
 
 
+def add_process_id(logger: Any, method: str, event: MutableMapping[str, Any]
+                   ) -> MutableMapping[str, Any]:
+    """structlog processor: ``pid``, the process that logged the line (several server
+    processes write to one stream)."""
+    event.setdefault("pid", os.getpid())
+    return event
+
+
 def configure_logging(settings: Settings, stream: TextIO | None = None,
                       sink: LineSink | None = None) -> None:
     """Configure structlog (and the standard library's root logger) for this process.
@@ -123,6 +132,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None,
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     level = _LEVELS[settings.log_level]
     shared: list[structlog.typing.Processor] = [
+        add_process_id,
         merge_node_context,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -16,6 +16,7 @@ result.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ import structlog
 from wfserve.kernel.errors import UsageError
 from wfserve.plugins.api import errors
 from wfserve.plugins.api.middleware import RequestContext
+from wfserve.plugins.api.settings import ApiSettings
 
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
@@ -132,7 +134,9 @@ def create_app(kernel: Kernel, surfaces: Iterable[str]) -> RoutedApp:
     """A Falcon app serving the routes of ``surfaces``, with TorchServe's error bodies."""
     names = list(surfaces)
     app = RoutedApp(names)
-    app.add_middleware(RequestContext("+".join(names), app.surface_of))
+    several = kernel.settings.of(ApiSettings).workers > 1
+    app.add_middleware(RequestContext("+".join(names), app.surface_of,
+                                      str(os.getpid()) if several else None))
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.strip_url_path_trailing_slash = True
     # NOTE: no default Content-Type: a model's answer has none unless its handler set one, as

@@ -41,12 +41,16 @@ class RequestContext:
     with a ``{name}`` (``/predictions/<wf>__<node>`` also binds ``node``).
     """
 
-    __slots__ = ("surface", "surface_of")
+    __slots__ = ("process", "surface", "surface_of")
 
     def __init__(self, surface: str,
-                 surface_of: Callable[[str | None], str | None] | None = None) -> None:
+                 surface_of: Callable[[str | None], str | None] | None = None,
+                 process: str | None = None) -> None:
+        """:param process: sent as ``X-Wfserve-Process`` on every answer when given (the
+            server process id, when several processes serve one address)."""
         self.surface = surface
         self.surface_of = surface_of
+        self.process = process
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         given = req.get_header("X-Request-ID")
@@ -74,6 +78,8 @@ class RequestContext:
         request_id = getattr(req.context, "request_id", None)
         if request_id:
             resp.set_header("X-Request-ID", request_id)
+        if self.process is not None:
+            resp.set_header("X-Wfserve-Process", self.process)
         started = getattr(req.context, "started", None)
         elapsed = (time.perf_counter() - started) * 1000 if started else None
         access.info("access", surface=self.surface, method=req.method, path=req.path,

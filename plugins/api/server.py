@@ -71,9 +71,8 @@ def check_binds(kernel: Kernel) -> list[str]:
             f"The management API runs handler code; refusing to bind it to {host}. "
             "Set allow_remote_management (--allow-remote-management) to do it anyway."
         )
-    if kernel.settings.of(ApiSettings).workers != 1:
-        raise UsageError("workers must be 1: the registry and the models live in one process "
-                         "(scale nodes with min-workers/max-workers instead)")
+    if kernel.settings.of(ApiSettings).workers < 1:
+        raise UsageError("workers must be at least 1 (server processes)")
     binds = []
     for host, port in addresses.values():
         host, port = bound_address(host, port)
@@ -121,7 +120,7 @@ class WfserveApplication(BaseApplication):
                     self.cfg.set(key, value)
         settings = self.kernel.settings.of(ApiSettings)
         self.cfg.set("bind", self.binds)
-        self.cfg.set("workers", 1)
+        self.cfg.set("workers", settings.workers)
         self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
                                                   settings.http_linger_ms / 1000,
                                                   Bounds.from_settings(self.kernel.settings),

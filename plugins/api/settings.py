@@ -18,7 +18,10 @@ class ApiSettings:
         False, "Stay attached to the terminal (default: start in the background, as "
         "torchserve --start does, and return once the server answers)."
     )
-    workers: int = setting(1, "gunicorn worker processes (must be 1: models live in one process).")
+    workers: int = setting(
+        1, "Server processes (gunicorn workers), each serving every surface and every "
+        "registered workflow with its own copy of the models."
+    )
     threads: int = setting(32, "HTTP threads per worker process.")
     http_linger_ms: float = setting(
         1.0, "Milliseconds an HTTP thread waits for the next request on the keep-alive "
