@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
     from wfserve.kernel.settings import Settings
     from wfserve.kernel.spec import NodeSpec
+    from wfserve.kernel.store import RegistrationStore
 
 PROJECT = "wfserve"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -240,6 +241,32 @@ def wfserve_add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --- lifecycle ------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def wfserve_registration_store(settings: Settings) -> RegistrationStore | None:
+    """Where the registrations shared by all server processes live.
+
+    :param settings: the server's settings.
+    :returns: a :class:`~wfserve.kernel.store.RegistrationStore`, or None to let another
+        plugin answer (the built-in one: SQLite in ``run_dir``). First non-None result wins.
+        Called once per server start, in the parent process, before the server processes are
+        forked.
+    """
+
+
+@hookspec
+def wfserve_preload(kernel: Kernel) -> None:
+    """Once per server start, in the parent process, before the server processes are forked:
+    make what they share (key files, a metrics folder) and import what they all use, so it is
+    shared copy-on-write.
+
+    Start no thread here (threads do not survive a fork) and register no workflow.
+
+    :param kernel: the kernel facade; the registration store is open.
+    :returns: nothing; every plugin is called. Called from the parent's main thread; not
+        called for a kernel that serves in the process that made it (tests, embedding).
+    """
 
 
 # Start-up runs in phases, in the order of :data:`wfserve.kernel.startup.PHASES`: startup (prepare),

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
     from wfserve.kernel.settings import Settings
     from wfserve.kernel.spec import NodeSpec
+    from wfserve.kernel.store import RegistrationStore
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 AUTOLOAD_ENV = "WFSERVE_DISABLE_PLUGIN_AUTOLOAD"
@@ -280,6 +281,16 @@ class Hooks:
         self.pm.hook.wfserve_add_commands(subparsers=subparsers)
 
     # lifecycle
+    def registration_store(self, settings: Settings) -> RegistrationStore | None:
+        """The registration store a plugin provides (None: none does)."""
+        store: RegistrationStore | None = self.pm.hook.wfserve_registration_store(
+            settings=settings)
+        return store
+
+    def preload(self, kernel: Kernel) -> None:
+        """Before forking the server processes: plugins make what they share."""
+        self.pm.hook.wfserve_preload(kernel=kernel)
+
     def startup(self, kernel: Kernel) -> None:
         """Start-up phase 1 only: every plugin prepares its state. A server starts with
         :func:`wfserve.kernel.startup.start`, which runs every phase in order."""

@@ -27,11 +27,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from wfserve.kernel.plugins import Hooks
+from wfserve.kernel.stash import StashKey
+from wfserve.kernel.store import RegistrationStore
 
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
 
 log = structlog.get_logger(__name__)
+#: the registration store :func:`boot` opened (absent for a kernel that never booted)
+STORE = StashKey[RegistrationStore]()
 
 #: the start-up phases, in the order :func:`start` runs them: (name, facade method)
 PHASES: tuple[tuple[str, Callable[[Hooks, Kernel], None]], ...] = (
@@ -41,6 +45,21 @@ PHASES: tuple[tuple[str, Callable[[Hooks, Kernel], None]], ...] = (
     ("register defaults", Hooks.register_defaults),
     ("ready", Hooks.ready),
 )
+
+
+def boot(kernel: Kernel) -> None:
+    """Once per server start, in the parent process, before the server processes are forked:
+    open the registration store (``wfserve_registration_store``), begin a run in it, and let
+    plugins make what the processes share (``wfserve_preload``).
+
+    A kernel that serves in the process that made it (tests, embedding) is never booted: it
+    has no store and its registrations are its own.
+    """
+    store = kernel.hooks.registration_store(kernel.settings)
+    if store is not None:
+        store.begin_run()
+        kernel.stash[STORE] = store
+    kernel.hooks.preload(kernel)
 
 
 def start(kernel: Kernel) -> None:

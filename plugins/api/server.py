@@ -26,6 +26,7 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from wfserve.kernel.errors import UsageError
+from wfserve.kernel.startup import boot
 from wfserve.kernel.startup import start
 from wfserve.plugins.api.app import bound_address
 from wfserve.plugins.api.app import create_wsgi
@@ -162,5 +163,6 @@ def serve(kernel: Kernel) -> int:
     # NOTE: torch warns at import when numpy is absent; wfserve does not use numpy.
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     Path(kernel.settings.model_store).mkdir(parents=True, exist_ok=True)
+    boot(kernel)
     WfserveApplication(kernel, binds, tls_contexts(kernel)).run()
     return 0

@@ -27,6 +27,8 @@ FACADE = {
     "wfserve_settings": "settings_sections",
     "wfserve_spec_sections": "spec_sections",
     "wfserve_add_commands": "add_commands",
+    "wfserve_registration_store": "registration_store",
+    "wfserve_preload": "preload",
     "wfserve_startup": "startup",
     "wfserve_restore": "restore",
     "wfserve_register_configured": "register_configured",
