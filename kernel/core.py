@@ -12,6 +12,7 @@ import pluggy
 from wfserve.kernel.plugins import BUILTIN
 from wfserve.kernel.plugins import Hooks
 from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.registry import Registered
 from wfserve.kernel.registry import Registry
 from wfserve.kernel.settings import Settings
 from wfserve.kernel.stash import Stash
@@ -26,7 +27,7 @@ class Kernel:
 
     settings: Settings
     hooks: Hooks
-    registry: Registry
+    registry: Registry[Registered]
     stash: Stash = field(default_factory=Stash, repr=False, compare=False)
 
     @classmethod
@@ -40,7 +41,7 @@ class Kernel:
     ) -> Kernel:
         """Build a kernel with a fresh plugin manager (or the one given)."""
         pm = pm or make_plugin_manager(settings, builtin=builtin, env=env)
-        return cls(settings, Hooks(pm, settings), Registry(
+        return cls(settings, Hooks(pm, settings), Registry[Registered](
             limit=settings.max_workflows, max_versions=settings.max_versions_per_workflow))
 
     @property

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from wfserve.kernel.errors import RegistrationFailed
 from wfserve.kernel.redact import redact_url
 
 if TYPE_CHECKING:
@@ -33,22 +34,30 @@ class Fetcher:
     """Fetch the URLs of one registration through ``wfserve_fetch``, recording what to release
     and what a snapshot may reuse."""
 
-    __slots__ = ("fetched", "kernel", "releases", "reuse")
+    __slots__ = ("fetched", "kept_only", "kernel", "releases", "reuse")
 
     def __init__(self, kernel: Kernel, reuse: Mapping[str, Sequence[str]],
-                 releases: list[Release], fetched: dict[str, tuple[str, str]]) -> None:
+                 releases: list[Release], fetched: dict[str, tuple[str, str]],
+                 *, kept_only: bool = False) -> None:
         """:param reuse: a snapshot's record (key -> ``(redacted url, keep)``).
         :param releases: gets each fetch's ``release``.
         :param fetched: gets ``key -> (redacted url, keep)`` for each fetch that may be reused.
+        :param kept_only: never fetch a URL (``scheme://``) again: its kept download must be
+            there (another server process fetched it); a bare name is still found in the
+            store.
         """
         self.kernel, self.reuse = kernel, reuse
         self.releases, self.fetched = releases, fetched
+        self.kept_only = kept_only
 
     def __call__(self, key: str, url: str, store: Path, kind: ArchiveKind) -> Path:
         """The local path of ``url`` (a ``kind`` archive, bare names resolved in ``store``)."""
         shown = redact_url(url)
         old = self.reuse.get(key)
         keep = old[1] if old is not None and len(old) == 2 and old[0] == shown else None
+        if self.kept_only and "://" in url and (keep is None or not Path(keep).exists()):
+            raise RegistrationFailed(f"{shown}: the archive another server process fetched is "
+                                     "gone; it is not fetched again")
         fetched = self.kernel.hooks.fetch(url, store, kind, keep)
         if fetched.release is not None:
             self.releases.append(fetched.release)

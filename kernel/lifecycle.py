@@ -13,6 +13,7 @@ import contextlib
 import tempfile
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,13 @@ from wfserve.kernel.names import NAME_RULE
 from wfserve.kernel.names import is_valid_name
 from wfserve.kernel.redact import redact_url
 from wfserve.kernel.registry import Registered
+from wfserve.kernel.registry import Registry
 from wfserve.kernel.spec import parse_spec
+from wfserve.kernel.store import Record
+from wfserve.kernel.sync import Held
+from wfserve.kernel.sync import as_record
+from wfserve.kernel.sync import coordinator
+from wfserve.kernel.sync import edit_with
 
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
@@ -114,7 +121,11 @@ def unregister_workflow(
     :raises WorkflowNotFound: TorchServe's 404 when ``name`` (or the version) is absent.
     :raises BadRequest: ``version`` is the default while other versions remain.
     """
-    gone = kernel.registry.remove(name, version)
+    sync = coordinator(kernel)
+    if sync is None:
+        gone = kernel.registry.remove(name, version)
+    else:
+        _, gone = sync.publish(edit_with(kernel, lambda registry: registry.remove(name, version)))
     for entry in gone:
         _free(entry, drain, keep_downloads=keep_downloads)
     log.info("workflow unregistered", workflow=name, versions=[e.version for e in gone])
@@ -125,7 +136,11 @@ def unregister_workflow(
 
 def set_default_version(kernel: Kernel, name: str, version: str) -> Registered:
     """Make ``version`` the one ``/wfpredict/<name>`` serves (atomic)."""
-    kernel.registry.set_default(name, version)
+    sync = coordinator(kernel)
+    if sync is None:
+        kernel.registry.set_default(name, version)
+    else:
+        sync.publish(edit_with(kernel, lambda registry: registry.set_default(name, version)))
     entry = kernel.registry.get(name, version)
     log.info("default version changed", workflow=name, version=version)
     kernel.hooks.workflow_event(kernel, "updated", entry.workflow)
@@ -154,7 +169,16 @@ def scale_node(
             raise BadRequest(f"{key} {value} for {name}__{node} is over the limit of {cap} "
                              "workers per node (max_workers_per_node)", workflow=name, node=node)
     live = entry.executor.scale(node, **values)
-    entry.overrides.setdefault(node, {}).update({k: v for k, v in values.items() if v is not None})
+    scaled = entry.overrides.setdefault(node, {})
+    scaled.update({k: v for k, v in values.items() if v is not None})
+    sync = coordinator(kernel)
+    if sync is not None:
+
+        def change(registry: Registry[Held]) -> None:
+            held = registry.get(name, entry.version)
+            held.record = replace(held.record, scale={**held.record.scale, node: dict(scaled)})
+
+        sync.publish(edit_with(kernel, change))
     log.info("node scaled", workflow=name, version=entry.version, node=node,
              **{k: v for k, v in values.items() if v is not None})
     kernel.hooks.workflow_event(kernel, "scaled", entry.workflow)
@@ -198,43 +222,131 @@ def _load(
     """Fetch, open, reserve, build, start and publish; on any failure undo all of it."""
     workdir = Path(tempfile.mkdtemp(prefix="wfserve-"))
     releases: list[Release] = []
-    fetched: dict[str, tuple[str, str]] = {}
-    fetch = Fetcher(kernel, reuse, releases, fetched)
+    fetch = Fetcher(kernel, reuse, releases, {})
+    entry: Registered | None = None
     try:
         if name is not None:  # refuse before downloading anything
             if update:
                 kernel.registry.check_updatable(name)
             else:
                 kernel.registry.check_room(name, version)
-        war = fetch("", url, kernel.settings.workflow_store_path, "war")
-        archive = kernel.hooks.open_archive(war, workdir / "war")
-        wf_name = _workflow_name(archive, name)
-        wf_version = version or archive.version or "1.0"
-        if not is_valid_name(wf_version):
-            raise InvalidWorkflow(f"Invalid workflow version: {wf_version!r}: a version must "
-                                  f"be {NAME_RULE}", workflow=wf_name)
+        archive, wf_name, wf_version = _open_war(kernel, url, name, version, workdir, fetch)
         held = (kernel.registry.updating(wf_name) if update
                 else kernel.registry.reserving(wf_name, wf_version))
         with held:
-            workflow = _build(kernel, wf_name, url, archive, workdir, fetch)
-            workflow.version = wf_version
-            executor = kernel.hooks.make_executor(workflow, kernel)
-            try:
-                executor.start()
-                entry = Registered(workflow, executor, fetched=fetched)
-                old: list[Registered] = []
-                if update:
-                    old = kernel.registry.swap(entry)
-                else:
-                    kernel.registry.add(entry)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    executor.close(timeout=0)
-                raise
+            entry = _start(kernel, wf_name, wf_version, url, archive, workdir, fetch)
+            old = _publish(kernel, entry, update=update)
+    except BaseException:
+        if entry is not None and not _serves(kernel, entry):
+            with contextlib.suppress(Exception):
+                entry.executor.close(timeout=0)
+            discard(workdir, releases)
+        elif entry is None:
+            discard(workdir, releases)
+        raise
+    return entry, old
+
+
+def _serves(kernel: Kernel, entry: Registered) -> bool:
+    """Whether ``entry`` is in this process's registry (it was published)."""
+    return any(held is entry for held, _ in kernel.registry.state())
+
+
+def load_record(kernel: Kernel, record: Record) -> Registered:
+    """Load and start a version another server process registered, from the archives it
+    fetched (``record.fetched``): a URL is never fetched again. Not published: the caller
+    (:class:`~wfserve.kernel.sync.Coordinator`) installs it.
+
+    :raises WfserveError: the archives are gone or do not load; nothing is left behind.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="wfserve-"))
+    releases: list[Release] = []
+    fetch = Fetcher(kernel, record.fetched, releases, {}, kept_only=True)
+    try:
+        archive, name, version = _open_war(kernel, record.url, record.name, record.version,
+                                           workdir, fetch)
+        entry = _start(kernel, name, version, record.url, archive, workdir, fetch)
     except BaseException:
         discard(workdir, releases)
         raise
-    return entry, old
+    entry.uid = record.uid
+    return entry
+
+
+def free_entry(entry: Registered) -> None:
+    """Drain and free a version this process no longer serves (another process unregistered
+    or replaced it), deleting its downloads."""
+    _free(entry, DRAIN_SECONDS, keep_downloads=False)
+
+
+def retire_all(kernel: Kernel, drain: float, *, keep_downloads: bool) -> None:
+    """This process is stopping: drain and free every version it serves. Unlike
+    :func:`unregister_workflow` nothing is published: the other server processes keep
+    serving, and the registration store keeps the registrations."""
+    for name in kernel.registry.names():
+        for entry in kernel.registry.install(name, {}, None):
+            try:
+                _free(entry, drain, keep_downloads=keep_downloads)
+            except Exception as exc:  # NOTE: one failing close must not keep the others
+                log.warning("shutdown: could not free", workflow=name, error=str(exc))
+
+
+def _open_war(kernel: Kernel, url: str, name: str | None, version: str | None,
+              workdir: Path, fetch: Fetcher) -> tuple[Archive, str, str]:
+    """Fetch and open the war; its name (``name`` or the manifest's) and version."""
+    war = fetch("", url, kernel.settings.workflow_store_path, "war")
+    archive = kernel.hooks.open_archive(war, workdir / "war")
+    wf_name = _workflow_name(archive, name)
+    wf_version = version or archive.version or "1.0"
+    if not is_valid_name(wf_version):
+        raise InvalidWorkflow(f"Invalid workflow version: {wf_version!r}: a version must "
+                              f"be {NAME_RULE}", workflow=wf_name)
+    return archive, wf_name, wf_version
+
+
+def _start(kernel: Kernel, name: str, version: str, url: str, archive: Archive,
+           workdir: Path, fetch: Fetcher) -> Registered:
+    """Build the workflow and start its executor (not yet visible)."""
+    workflow = _build(kernel, name, url, archive, workdir, fetch)
+    workflow.version = version
+    executor = kernel.hooks.make_executor(workflow, kernel)
+    try:
+        executor.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            executor.close(timeout=0)
+        raise
+    return Registered(workflow, executor, fetched=fetch.fetched)
+
+
+def _publish(kernel: Kernel, entry: Registered, *, update: bool) -> list[Registered]:
+    """Make a started entry visible: in the registry, and through the registration store in
+    every server process when there is one. Returns the versions an update replaced.
+
+    A registration that another process could not load is taken back out everywhere."""
+    sync = coordinator(kernel)
+    if sync is None:
+        if update:
+            return kernel.registry.swap(entry)
+        kernel.registry.add(entry)
+        return []
+
+    def change(registry: Registry[Held]) -> None:
+        if update:
+            registry.get(entry.name)
+            registry.swap(Held(as_record(entry)))
+        else:
+            registry.check_room(entry.name, entry.version)
+            registry.add(Held(as_record(entry)))
+
+    revision, removed = sync.publish(edit_with(kernel, change), prepared=(entry,), wait=False)
+    try:
+        sync.wait_all(revision)
+    except WfserveError:
+        if not update:  # NOTE: an update keeps serving here; the answer says what failed
+            sync.publish(lambda records: [r for r in records if r.uid != entry.uid], wait=False)
+        raise
+    return [gone for gone in removed if gone is not entry]
 
 
 def _workflow_name(archive: Archive, override: str | None) -> str:

@@ -66,6 +66,7 @@ BUILTIN: tuple[str, ...] = (
     "wfserve.plugins.executors.ray",
     "wfserve.plugins.example",
     "wfserve.plugins.gc_freeze",
+    "wfserve.plugins.store",
 )
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
+from typing import Generic
+from typing import Protocol
 from typing import TypeVar
 
 from wfserve.kernel.contracts import Executor
@@ -33,6 +36,19 @@ from wfserve.kernel.errors import WorkflowNotFound
 #: TorchServe's page size when ``limit`` is absent, not an integer, negative or over 100.
 MAX_PAGE = 100
 T = TypeVar("T")
+
+
+class Versioned(Protocol):
+    """What a registry holds: something with a name and a version."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+E = TypeVar("E", bound=Versioned)
 #: the pending marker of an update: it holds every version of the name
 WHOLE = "*"
 
@@ -52,6 +68,8 @@ class Registered:
     #: per reusable fetch (key ``""`` for the war, else the node name): ``(redacted url,
     #: Fetched.keep)``, handed back to the fetcher by a snapshot's restore as ``reuse``
     fetched: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: names this load of the version in the registration store (a new load, a new uid)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def name(self) -> str:
@@ -63,11 +81,11 @@ class Registered:
 
 
 @dataclass
-class _Versions:
-    versions: dict[str, Registered]
+class _Versions(Generic[E]):
+    versions: dict[str, E]
     default: str
 
-    def current(self) -> Registered:
+    def current(self) -> E:
         return self.versions[self.default]
 
 
@@ -76,13 +94,13 @@ def _version_key(version: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in version.split("."))
 
 
-class Registry:
+class Registry(Generic[E]):
     """Name -> versions and a default, with reservations for registrations in progress."""
 
     __slots__ = ("_entries", "_limit", "_lock", "_max_versions", "_pending")
 
     def __init__(self, limit: int = 100, max_versions: int = 10) -> None:
-        self._entries: dict[str, _Versions] = {}
+        self._entries: dict[str, _Versions[E]] = {}
         self._pending: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._limit = limit
@@ -166,7 +184,7 @@ class Registry:
             with self._lock:
                 self._pending.discard((name, WHOLE))
 
-    def add(self, entry: Registered) -> None:
+    def add(self, entry: E) -> None:
         """Make ``entry`` visible; the first version of a name becomes its default."""
         with self._lock:
             held = self._entries.get(entry.name)
@@ -177,7 +195,7 @@ class Registry:
             else:
                 held.versions[entry.version] = entry
 
-    def swap(self, entry: Registered) -> list[Registered]:
+    def swap(self, entry: E) -> list[E]:
         """Install ``entry`` as its name's default in one step; returns what it replaced.
 
         Replaced: the previous default version and any version equal to ``entry``'s; the caller
@@ -198,7 +216,22 @@ class Registry:
             held.default = entry.version
             return old
 
-    def get(self, name: str, version: str | None = None) -> Registered:
+    def install(self, name: str, versions: dict[str, E], default: str | None) -> list[E]:
+        """Make ``versions`` (with ``default``) all of ``name``'s versions in one step; an
+        empty ``versions`` removes the name. Returns the entries no longer held (compared by
+        identity); the caller frees them. Used to apply the registration store's state.
+        """
+        with self._lock:
+            held = self._entries.pop(name, None)
+            if versions:
+                assert default in versions, "the default must be one of the versions"
+                self._entries[name] = _Versions(dict(versions), default)
+            if held is None:
+                return []
+            kept = {id(e) for e in versions.values()}
+            return [e for e in held.versions.values() if id(e) not in kept]
+
+    def get(self, name: str, version: str | None = None) -> E:
         """The default version of ``name``, or ``version`` of it.
 
         :raises WorkflowNotFound: TorchServe's "Workflow not found: <name>", or for a missing
@@ -216,7 +249,7 @@ class Registry:
             )
         return entry
 
-    def versions(self, name: str) -> tuple[list[Registered], str]:
+    def versions(self, name: str) -> tuple[list[E], str]:
         """Every version of ``name`` (ascending) and the default version."""
         with self._lock:
             held = self._entries.get(name)
@@ -238,7 +271,7 @@ class Registry:
                 )
             held.default = version
 
-    def remove(self, name: str, version: str | None = None) -> list[Registered]:
+    def remove(self, name: str, version: str | None = None) -> list[E]:
         """Take every version of ``name`` (or only ``version``) out of service and return them.
 
         The caller closes their executors. Removing the only version removes the name.
@@ -271,16 +304,16 @@ class Registry:
             return [held.versions.pop(version)]
 
     def names(self) -> list[str]:
-        """Registered names, sorted ascending (TorchServe's list order)."""
+        """E names, sorted ascending (TorchServe's list order)."""
         with self._lock:
             return sorted(self._entries)
 
-    def entries(self) -> list[Registered]:
+    def entries(self) -> list[E]:
         """The default version of every registered workflow, sorted by name."""
         with self._lock:
             return [self._entries[n].current() for n in sorted(self._entries)]
 
-    def state(self) -> list[tuple[Registered, bool]]:
+    def state(self) -> list[tuple[E, bool]]:
         """Every version of every workflow with its default flag, sorted by name and version."""
         with self._lock:
             return [
@@ -290,7 +323,7 @@ class Registry:
                 for v in sorted(held.versions, key=_version_key)
             ]
 
-    def page(self, offset: int, limit: int) -> tuple[list[Registered], int | None]:
+    def page(self, offset: int, limit: int) -> tuple[list[E], int | None]:
         """One page of the sorted list and TorchServe's next page token (:func:`page`)."""
         return page(self.entries(), offset, limit)
 

@@ -21,14 +21,20 @@ no plugin may depend on: whatever must happen first belongs to an earlier phase.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
+from wfserve.kernel.lifecycle import free_entry
+from wfserve.kernel.lifecycle import load_record
 from wfserve.kernel.plugins import Hooks
 from wfserve.kernel.stash import StashKey
 from wfserve.kernel.store import RegistrationStore
+from wfserve.kernel.sync import COORDINATOR
+from wfserve.kernel.sync import Coordinator
+from wfserve.kernel.sync import coordinator
 
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
@@ -65,9 +71,42 @@ def boot(kernel: Kernel) -> None:
 def start(kernel: Kernel) -> None:
     """Run every start-up phase, in :data:`PHASES` order, once per server process.
 
-    Called from the thread that starts the server, before any request is served; an exception
-    from a phase stops the start-up (and the server with it).
+    With a registration store (the kernel was booted), the registering phases (restore,
+    register configured, register defaults) run in the first process of the run only, under
+    the store's start lock; every process then joins the store's roll and catches up with it
+    (:class:`~wfserve.kernel.sync.Coordinator`) before the ready phase. Called from the thread
+    that starts the server, before any request is served; an exception from a phase stops the
+    start-up (and the server with it).
     """
-    for name, phase in PHASES:
-        log.debug("start-up phase", phase=name)
-        phase(kernel.hooks, kernel)
+    store = kernel.stash.get(STORE)
+    prepare, *registering, ready = PHASES
+    _run(kernel, prepare)
+    if store is None:
+        for phase in registering:
+            _run(kernel, phase)
+    else:
+        sync = kernel.stash[COORDINATOR] = Coordinator(
+            kernel, store, load=functools.partial(load_record, kernel), free=free_entry)
+        with store.first_start() as first:
+            if first:
+                for phase in registering:
+                    _run(kernel, phase)
+        sync.join()
+    _run(kernel, ready)
+
+
+def stop(kernel: Kernel) -> None:
+    """The server process is stopping: leave the registration store's roll (the others stop
+    waiting for this one), then ``wfserve_shutdown``."""
+    sync = coordinator(kernel)
+    try:
+        if sync is not None:
+            sync.leave()
+    finally:
+        kernel.hooks.shutdown(kernel)
+
+
+def _run(kernel: Kernel, phase: tuple[str, Callable[[Hooks, Kernel], None]]) -> None:
+    name, call = phase
+    log.debug("start-up phase", phase=name)
+    call(kernel.hooks, kernel)

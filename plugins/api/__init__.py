@@ -12,7 +12,8 @@ from wfserve.kernel import hookimpl
 from wfserve.kernel.errors import Conflict
 from wfserve.kernel.errors import WfserveError
 from wfserve.kernel.lifecycle import register_workflow
-from wfserve.kernel.lifecycle import unregister_workflow
+from wfserve.kernel.lifecycle import retire_all
+from wfserve.kernel.sync import coordinator
 from wfserve.plugins.api.logbatch import LOG_SINK
 from wfserve.plugins.api.settings import ApiSettings
 from wfserve.plugins.snapshot.settings import SnapshotSettings
@@ -89,14 +90,14 @@ def wfserve_register_configured(kernel: Kernel) -> None:
 
 @hookimpl
 def wfserve_shutdown(kernel: Kernel) -> None:
-    """Drain and free every workflow; with snapshots on, downloaded archives stay for the
-    next start (the snapshot names them). Then write the held log lines and stop batching."""
-    keep = kernel.settings.of(SnapshotSettings).snapshot
-    for name in kernel.registry.names():
-        try:
-            unregister_workflow(kernel, name, drain=10.0, keep_downloads=keep)
-        except WfserveError as exc:
-            log.warning("shutdown: could not unregister", workflow=name, error=exc.message)
+    """Drain and free every workflow this process serves (nothing is unregistered from the
+    registration store); downloaded archives stay when snapshots are on (the snapshot names
+    them) or other server processes still serve them. Then write the held log lines and
+    stop batching."""
+    sync = coordinator(kernel)
+    others = sync is not None and sync.others() > 0
+    keep = kernel.settings.of(SnapshotSettings).snapshot or others
+    retire_all(kernel, drain=10.0, keep_downloads=keep)
     sink = kernel.stash.get(LOG_SINK)
     if sink is not None:
         sink.close()

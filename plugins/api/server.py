@@ -28,6 +28,7 @@ from gunicorn.app.base import BaseApplication
 from wfserve.kernel.errors import UsageError
 from wfserve.kernel.startup import boot
 from wfserve.kernel.startup import start
+from wfserve.kernel.startup import stop
 from wfserve.plugins.api.app import bound_address
 from wfserve.plugins.api.app import create_wsgi
 from wfserve.plugins.api.app import surface_addresses
@@ -148,7 +149,7 @@ class WfserveApplication(BaseApplication):
         instead of restarting a broken app for ever.
         """
         try:
-            self.kernel.hooks.shutdown(self.kernel)
+            stop(self.kernel)
         finally:
             if getattr(self, "booted", False):
                 logging.shutdown()

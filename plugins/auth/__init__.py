@@ -51,6 +51,13 @@ def wfserve_settings() -> type:
 
 
 @hookimpl
+def wfserve_preload(kernel: Kernel) -> None:
+    """Make the keys once, before the server processes are forked: they all share them."""
+    if enabled(kernel):
+        keys_for(kernel)
+
+
+@hookimpl
 def wfserve_startup(kernel: Kernel) -> None:
     """Write the key file before the first request, as TorchServe does at start."""
     if enabled(kernel):

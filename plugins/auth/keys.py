@@ -9,6 +9,11 @@ The file has TorchServe 0.12's layout (``TokenAuthorization.java``)::
 and is written with mode 0600, replaced atomically. The inference and management keys expire
 ``token_expiration_min`` after they are made; the API key (which rotates the other two through
 ``/token``) never does. Keys are compared in constant time.
+
+The file is the keys' source of truth for every server process: the keys are made once, before
+the processes are forked, and a process reads the file again whenever it changed (a ``stat``
+per check), so a key rotated through one process is the key of all of them once ``/token``
+has answered.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ def _instant(epoch: float) -> str:
         "+00:00", "Z")
 
 
+def _epoch(instant: str) -> float:
+    """The epoch seconds of an :func:`_instant` string."""
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()
+
+
 class KeyStore:
     """The three keys of one server and their key file. Thread-safe."""
 
@@ -51,6 +61,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
         self._expires: dict[str, float] = {}
+        self._seen: tuple[int, int, int] | None = None
         self._keys[API] = new_key()
         for kind in ROTATABLE:
             self._make(kind)
@@ -75,6 +86,7 @@ class KeyStore:
         """True when ``token`` is the current, unexpired key of ``kind``."""
         if not token:
             return False
+        self.refresh()
         with self._lock:
             key = self._keys.get(kind)
             expires = self._expires.get(kind)
@@ -84,8 +96,30 @@ class KeyStore:
 
     def key(self, kind: str) -> str:
         """The current key of ``kind`` (tests and the client)."""
+        self.refresh()
         with self._lock:
             return self._keys[kind]
+
+    def refresh(self) -> None:
+        """Take the keys from the key file when it changed since this process last wrote or
+        read it (another server process rotated a key); an unreadable file changes nothing."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return
+        seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if seen == self._seen:
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            keys = {kind: str(data[kind]["key"]) for kind in (*ROTATABLE, API)}
+            expires = {kind: _epoch(data[kind]["expiration time"]) for kind in ROTATABLE}
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            self._keys.update(keys)
+            self._expires.update(expires)
+            self._seen = seen
 
     def as_json(self) -> dict[str, dict[str, str]]:
         """The key file's content."""
@@ -110,6 +144,8 @@ class KeyStore:
         with os.fdopen(fd, "w") as f:
             json.dump(self.as_json(), f, indent=2)
         tmp.replace(self.path)
+        stat = self.path.stat()
+        self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def read_key(path: Path, kind: str) -> str | None:

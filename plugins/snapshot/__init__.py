@@ -21,7 +21,11 @@ serves the same workflows, versions, defaults and node scale.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +37,7 @@ from wfserve.kernel.lifecycle import register_workflow
 from wfserve.kernel.lifecycle import scale_node
 from wfserve.kernel.redact import REDACTED
 from wfserve.kernel.redact import has_credentials
+from wfserve.kernel.startup import STORE
 from wfserve.kernel.stash import StashKey
 from wfserve.plugins.snapshot.settings import SnapshotSettings
 from wfserve.plugins.snapshot.store import CorruptSnapshot
@@ -81,26 +86,41 @@ class Snapshotter:
         with self.lock:
             self.writing = False
 
-    def save(self) -> Path | None:
-        """Write the registry's current state (serialized with other writers)."""
+    @hookimpl
+    def wfserve_ready(self) -> None:
+        """A server process that did not restore (another process of the run did) writes the
+        changes made through it from now on."""
         with self.lock:
-            if not self.writing:
-                return None
-            entries = [
-                Entry(e.name, e.version, e.workflow.url, default,
-                      {n: dict(v) for n, v in e.overrides.items()}, dict(e.fetched))
-                for e, default in self.kernel.registry.state()
-            ]
-            try:
-                path, self.stamp = write(self.folder, entries,
-                                         keep=self.kernel.settings.of(SnapshotSettings).snapshot_keep,
-                                         after=self.stamp)
-            except OSError as exc:
-                log.error("snapshot could not be written", folder=str(self.folder),
-                          error=str(exc))
-                return None
+            self.writing = True
+
+    def save(self) -> Path | None:
+        """Write the registrations' current state: the registration store's when the server
+        has one (read under the folder's lock, so the last snapshot written holds the last
+        state, whichever server process writes it), else this registry's."""
+        keep = self.kernel.settings.of(SnapshotSettings).snapshot_keep
+        try:
+            with self.lock, folder_lock(self.folder):
+                if not self.writing:
+                    return None
+                entries = self.entries()
+                path, self.stamp = write(self.folder, entries, keep=keep, after=self.stamp)
+        except OSError as exc:
+            log.error("snapshot could not be written", folder=str(self.folder), error=str(exc))
+            return None
         log.debug("snapshot written", path=str(path), workflows=len(entries))
         return path
+
+    def entries(self) -> list[Entry]:
+        """What a snapshot holds now: the registration store's records when the server has
+        a store, else this registry's versions."""
+        store = self.kernel.stash.get(STORE)
+        if store is not None:
+            return [Entry(r.name, r.version, r.url, r.default,
+                          {n: dict(v) for n, v in r.scale.items()}, dict(r.fetched))
+                    for r in store.read()[1]]
+        return [Entry(e.name, e.version, e.workflow.url, default,
+                      {n: dict(v) for n, v in e.overrides.items()}, dict(e.fetched))
+                for e, default in self.kernel.registry.state()]
 
     def newest(self) -> tuple[Path, list[Entry]] | None:
         """The newest snapshot that validates; corrupt ones are reported and skipped."""
@@ -135,6 +155,18 @@ class Snapshotter:
                 log.error("snapshot workflow not restored", workflow=e.name, version=e.version,
                           url=e.url, error=exc.message)
         log.info("snapshot restored", path=str(path), workflows=restored, of=len(entries))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<folder>/.lock`` (snapshot writers of several processes)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _restorable(entry: Entry) -> bool:
