@@ -1,5 +1,6 @@
 """Session-wide fixtures: real archives built once per test session with the official tools."""
 
+import os
 import threading
 
 import httpx
@@ -7,6 +8,11 @@ import pytest
 
 from tests.archives import Stores
 from tests.archives import build_peer_stores
+
+# Servers the tests start run one server process unless a test asks for more
+# (tests/integration/test_processes.py): the default, one per core, would load every model
+# once per core in every test.
+os.environ.setdefault("WFSERVE_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ import structlog
 from wfserve.kernel.errors import UsageError
 from wfserve.plugins.api import errors
 from wfserve.plugins.api.middleware import RequestContext
-from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.settings import server_processes
 
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
@@ -134,7 +134,7 @@ def create_app(kernel: Kernel, surfaces: Iterable[str]) -> RoutedApp:
     """A Falcon app serving the routes of ``surfaces``, with TorchServe's error bodies."""
     names = list(surfaces)
     app = RoutedApp(names)
-    several = kernel.settings.of(ApiSettings).workers > 1
+    several = server_processes(kernel.settings) > 1
     app.add_middleware(RequestContext("+".join(names), app.surface_of,
                                       str(os.getpid()) if several else None))
     app.req_options.auto_parse_form_urlencoded = False

@@ -36,6 +36,7 @@ from wfserve.plugins.api.app import tls_binds
 from wfserve.plugins.api.bounded import Bounds
 from wfserve.plugins.api.logbatch import batch_logs
 from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.settings import server_processes
 from wfserve.plugins.api.tls import server_context
 from wfserve.plugins.api.worker import worker_class
 
@@ -73,8 +74,8 @@ def check_binds(kernel: Kernel) -> list[str]:
             f"The management API runs handler code; refusing to bind it to {host}. "
             "Set allow_remote_management (--allow-remote-management) to do it anyway."
         )
-    if kernel.settings.of(ApiSettings).workers < 1:
-        raise UsageError("workers must be at least 1 (server processes)")
+    if kernel.settings.of(ApiSettings).workers < 0:
+        raise UsageError("workers must be 0 (one server process per core) or more")
     binds = []
     for host, port in addresses.values():
         host, port = bound_address(host, port)
@@ -92,6 +93,15 @@ def tls_contexts(kernel: Kernel) -> dict[tuple[str, int], ssl.SSLContext]:
         return {}
     context = server_context(kernel.settings, sorted({host for host, _ in binds}))
     return dict.fromkeys(binds, context)
+
+
+def share_cores(processes: int) -> None:
+    """In a server process: give torch an equal share of the cores when several processes
+    serve (each would otherwise run as many threads as there are cores), unless
+    ``OMP_NUM_THREADS`` already says how many."""
+    torch = sys.modules.get("torch")
+    if processes > 1 and torch is not None and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
 
 
 class StructlogLogger(glogging.Logger):
@@ -122,7 +132,7 @@ class WfserveApplication(BaseApplication):
                     self.cfg.set(key, value)
         settings = self.kernel.settings.of(ApiSettings)
         self.cfg.set("bind", self.binds)
-        self.cfg.set("workers", settings.workers)
+        self.cfg.set("workers", server_processes(self.kernel.settings))
         self.cfg.set("worker_class", worker_class(settings.request_read_timeout,
                                                   settings.http_linger_ms / 1000,
                                                   Bounds.from_settings(self.kernel.settings),
@@ -133,6 +143,7 @@ class WfserveApplication(BaseApplication):
 
     def load(self) -> Any:
         batch_logs(self.kernel, sys.stderr)  # in the worker: its flusher thread lives here
+        share_cores(server_processes(self.kernel.settings))
         start(self.kernel)
         log.info("wfserve ready", binds=self.binds, workflows=self.kernel.registry.names())
         app = create_wsgi(self.kernel)

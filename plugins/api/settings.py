@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from wfserve.kernel.settings import Settings
 from wfserve.kernel.settings import setting
 
 
@@ -19,8 +23,9 @@ class ApiSettings:
         "torchserve --start does, and return once the server answers)."
     )
     workers: int = setting(
-        1, "Server processes (gunicorn workers), each serving every surface and every "
-        "registered workflow with its own copy of the models."
+        0, "Server processes (gunicorn workers), each serving every surface and every "
+        "registered workflow with its own copy of the models (0: one per core, or 1 when an "
+        "NVIDIA GPU is visible: every process would load every model onto it)."
     )
     threads: int = setting(32, "HTTP threads per worker process.")
     http_linger_ms: float = setting(
@@ -75,3 +80,20 @@ class ApiSettings:
         "PKCS12", "Type of the keystore: PKCS12 (JKS is refused: convert it with keytool).",
         ts_key="keystore_type",
     )
+
+
+def server_processes(settings: Settings) -> int:
+    """How many server processes serve: ``workers``, or for 0 one per core, and 1 when an
+    NVIDIA GPU is visible (checked without initialising CUDA before the fork)."""
+    workers = settings.of(ApiSettings).workers
+    if workers > 0:
+        return workers
+    return 1 if gpu_visible() else max(1, os.cpu_count() or 1)
+
+
+def gpu_visible(env: Mapping[str, str] = os.environ, root: Path = Path("/")) -> bool:
+    """Whether the NVIDIA driver lists a GPU that ``CUDA_VISIBLE_DEVICES`` does not hide."""
+    if env.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return False
+    gpus = root / "proc" / "driver" / "nvidia" / "gpus"
+    return gpus.is_dir() and any(gpus.iterdir())

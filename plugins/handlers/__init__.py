@@ -60,6 +60,14 @@ def wfserve_settings() -> type:
     return HandlerSettings
 
 
+@hookimpl
+def wfserve_preload() -> None:
+    """Import torch before the server processes are forked: its modules are then shared by
+    all of them (copy-on-write) instead of being imported by each. Only imported: torch's
+    thread pools start in each process, after the fork."""
+    import torch  # noqa: F401
+
+
 @hookimpl(trylast=True)
 def wfserve_load_handler(node: NodeSpec, archive: Archive,
                          context: LoadContext) -> NodeHandler | None:

@@ -159,9 +159,10 @@ class Snapshotter:
 
 @contextlib.contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``<folder>/.lock`` (snapshot writers of several processes)."""
+    """An exclusive ``flock`` on ``folder`` itself (snapshot writers of several processes;
+    no lock file is left in it)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

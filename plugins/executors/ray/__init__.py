@@ -31,7 +31,7 @@ from wfserve.plugins.executors.ray.settings import RaySettings
 if TYPE_CHECKING:
     from wfserve.kernel.core import Kernel
 
-__all__ = ["wfserve_make_executor", "wfserve_settings", "wfserve_shutdown",
+__all__ = ["wfserve_make_executor", "wfserve_preload", "wfserve_settings", "wfserve_shutdown",
            "wfserve_spec_sections"]
 
 
@@ -65,6 +65,20 @@ def wfserve_make_executor(
     from wfserve.plugins.executors.ray.executor import RayExecutor
 
     return RayExecutor(workflow, settings, kernel)
+
+
+@hookimpl
+def wfserve_preload(kernel: Kernel) -> None:
+    """Refuse several server processes with ``executor: ray``: each would start or join Ray
+    and make its own actors for every node; one server process already spreads the nodes
+    over the cluster's cores."""
+    from wfserve.kernel.errors import UsageError
+    from wfserve.plugins.api.settings import server_processes
+
+    workers = server_processes(kernel.settings)
+    if kernel.settings.executor == "ray" and workers > 1:
+        raise UsageError(f"executor: ray runs one server process (workers is {workers}): Ray "
+                         "actors already use every core of the cluster; set workers to 1")
 
 
 @hookimpl(trylast=True)
