@@ -295,7 +295,8 @@ def wfserve_restore(kernel: Kernel) -> None:
 
     :param kernel: the kernel facade, prepared (``wfserve_startup`` has run).
     :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
-        Called once per server process, from the thread that starts it.
+        Called once per server run: in the first server process to start (the others
+        catch up from the registration store), from the thread that starts it.
     """
 
 
@@ -308,7 +309,8 @@ def wfserve_register_configured(kernel: Kernel) -> None:
 
     :param kernel: the kernel facade, restored.
     :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
-        Called once per server process, from the thread that starts it.
+        Called once per server run: in the first server process to start (the others
+        catch up from the registration store), from the thread that starts it.
     """
 
 
@@ -319,7 +321,8 @@ def wfserve_register_defaults(kernel: Kernel) -> None:
 
     :param kernel: the kernel facade, with the restored and configured workflows registered.
     :returns: nothing; every plugin is called. A workflow that fails is logged, not raised.
-        Called once per server process, from the thread that starts it.
+        Called once per server run: in the first server process to start (the others
+        catch up from the registration store), from the thread that starts it.
     """
 
 
@@ -351,6 +354,7 @@ def wfserve_workflow_event(kernel: Kernel, event: str, workflow: Workflow) -> No
     :param event: ``"registered"``, ``"unregistered"``, ``"scaled"``, ``"updated"`` or
         ``"node_failed"``.
     :param workflow: the workflow concerned.
-    :returns: nothing; every plugin is called. Called from the thread that caused the event;
-        an implementation must not block.
+    :returns: nothing; every plugin is called. Called from the thread that caused the event,
+        in the server process that made the change (the other server processes apply it from
+        the registration store without an event); an implementation must not block.
     """

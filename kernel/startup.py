@@ -17,6 +17,11 @@
 
 Within one phase plugins are called in pluggy's order (LIFO, ``tryfirst``/``trylast``), which
 no plugin may depend on: whatever must happen first belongs to an earlier phase.
+
+Before any of it, :func:`boot` runs once per server start in the parent process, before the
+server processes are forked: it opens the registration store and calls ``wfserve_preload``.
+With a store, phases 2-4 run once per run, in the first server process to start; every
+process then catches up with the store before phase 5 (:mod:`wfserve.kernel.sync`).
 """
 
 from __future__ import annotations

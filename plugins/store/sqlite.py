@@ -6,9 +6,10 @@ processes of one host.
   revision), so two processes changing the store at once are serialised by SQLite itself.
 - The file (and its ``-wal``/``-shm`` companions) is 0600 in a 0700 folder: it names local
   paths of downloaded archives; URLs in it are redacted by the kernel before they get here.
-- One connection per process and thread, opened on first use: the store object is made in
-  the parent before the server processes are forked, and a SQLite connection must not cross
-  a fork.
+- One connection per process, opened on first use and shared by its threads under a lock
+  (a connection per thread would hold three descriptors in each of the HTTP threads): the
+  store object is made in the parent before the server processes are forked, and a SQLite
+  connection must not cross a fork.
 - :meth:`SqliteStore.first_start` is an exclusive ``flock`` on ``<file>.start.lock``, held
   while one process runs the start-up registrations.
 """
@@ -44,33 +45,35 @@ class SqliteStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._held: tuple[int, sqlite3.Connection] | None = None
 
-    def _db(self) -> sqlite3.Connection:
-        """This process and thread's connection (a forked child opens its own)."""
-        held = getattr(self._local, "held", None)
-        if held is not None and held[0] == os.getpid():
-            return held[1]
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                             check_same_thread=True)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-        self._local.held = (os.getpid(), db)
-        return db
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection, for this thread alone while the block runs (a forked
+        child opens its own)."""
+        with self._lock:
+            if self._held is None or self._held[0] != os.getpid():
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+                self._held = (os.getpid(), db)
+            yield self._held[1]
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def begin_run(self) -> None:
         """Forget the records and members of an earlier run; the revision keeps growing."""
@@ -82,23 +85,24 @@ class SqliteStore:
         self.close()  # NOTE: the parent forks next; its children open their own connections
 
     def close(self) -> None:
-        """Close this thread's connection (opened again on next use)."""
-        held = getattr(self._local, "held", None)
-        self._local.held = None
-        if held is not None and held[0] == os.getpid():
-            held[1].close()
+        """Close this process's connection (opened again on next use)."""
+        with self._lock:
+            held, self._held = self._held, None
+            if held is not None and held[0] == os.getpid():
+                held[1].close()
 
     def revision(self) -> int:
-        row = self._db().execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        with self._db() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
         return int(row[0])
 
     def read(self) -> tuple[int, list[Record]]:
-        db = self._db()
-        db.execute("BEGIN")
-        try:
-            return self._revision_and_records(db)
-        finally:
-            db.execute("COMMIT")
+        with self._db() as db:
+            db.execute("BEGIN")
+            try:
+                return self._revision_and_records(db)
+            finally:
+                db.execute("COMMIT")
 
     @staticmethod
     def _revision_and_records(db: sqlite3.Connection) -> tuple[int, list[Record]]:
@@ -124,7 +128,8 @@ class SqliteStore:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            row = self._db().execute("SELECT value FROM meta WHERE key = 'started'").fetchone()
+            with self._db() as db:
+                row = db.execute("SELECT value FROM meta WHERE key = 'started'").fetchone()
             yield not row[0]
             with self._write() as db:
                 db.execute("UPDATE meta SET value = 1 WHERE key = 'started'")
@@ -137,8 +142,9 @@ class SqliteStore:
                        (member.pid, member.applied, member.seen, member.failed, member.error))
 
     def members(self) -> list[Member]:
-        rows = self._db().execute(
-            "SELECT pid, applied, seen, failed, error FROM members ORDER BY pid").fetchall()
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT pid, applied, seen, failed, error FROM members ORDER BY pid").fetchall()
         return [Member(int(p), int(a), float(s), int(f), str(e)) for p, a, s, f, e in rows]
 
     def leave(self, pid: int) -> None:
