@@ -156,12 +156,14 @@ class Metrics:
 
     :attr:`registry` is what ``/metrics`` exposes: this process's own collectors, or, given
     ``files`` (several server processes), a registry that merges every process's files.
-    :attr:`publisher` is then the one writing this process's live state (None otherwise).
+    :attr:`publisher` is then the one writing this process's live state and :attr:`files`
+    those files (both None otherwise).
     """
 
     def __init__(self, describe_all: Callable[[], list[tuple[str, ExecutorState]]],
                  files: ProcessFiles | None = None) -> None:
         own = CollectorRegistry()
+        self.files = files
         c = None if files is None else files.counters
         h = None if files is None else files.histograms
         self.requests = Counter("wfserve_workflow_requests", "Workflow requests finished.",

@@ -1,6 +1,7 @@
 """Several server processes, one scrape: each process's instruments write through its own
 multiprocess files, and any process's registry shows the whole server (issue 20)."""
 
+import os
 import stat
 from types import SimpleNamespace
 
@@ -9,6 +10,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from wfserve.kernel.contracts import ExecutorState
+from wfserve.kernel.core import Kernel
+from wfserve.kernel.plugins import make_plugin_manager
+from wfserve.kernel.settings import Settings
+from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.metrics import FOLDER
+from wfserve.plugins.metrics import METRICS
 from wfserve.plugins.metrics.instruments import Metrics
 from wfserve.plugins.metrics.shared import ProcessFiles
 from wfserve.plugins.metrics.shared import prepare_folder
@@ -123,3 +130,43 @@ def test_a_restricted_scrape_finds_merged_families(files):
     text = prometheus_client.generate_latest(
         a.registry.restricted_registry(["wfserve_workflow_requests_total"])).decode()
     assert [s.value for f in text_string_to_metric_families(text) for s in f.samples] == [2.0]
+
+
+def kernel_with(tmp_path, workers):
+    settings = Settings(run_dir=str(tmp_path / "run")).with_section(ApiSettings(workers=workers))
+    pm = make_plugin_manager(settings, builtin=("wfserve.plugins.metrics",),
+                             env={"WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    return Kernel.create(settings, pm=pm)
+
+
+def test_one_process_keeps_its_own_registry(tmp_path):
+    kernel = kernel_with(tmp_path, 1)
+    kernel.hooks.preload(kernel)
+    kernel.hooks.startup(kernel)
+    assert FOLDER not in kernel.stash
+    assert not (tmp_path / "run" / "metrics").exists()
+    metrics = kernel.stash[METRICS].metrics
+    assert metrics.files is None and metrics.publisher is None
+    assert "process_cpu_seconds" in scrape(metrics)
+
+
+def test_the_parent_makes_the_folder_and_forgets_the_gauges_of_an_ended_process(tmp_path):
+    kernel = kernel_with(tmp_path, 2)
+    (tmp_path / "run" / "metrics").mkdir(parents=True)
+    (tmp_path / "run" / "metrics" / "counter_1.db").write_bytes(b"an earlier run")
+    kernel.hooks.preload(kernel)
+    folder = kernel.stash[FOLDER]
+    assert folder == (tmp_path / "run" / "metrics").absolute()
+    assert list(folder.iterdir()) == []
+    kernel.hooks.startup(kernel)  # as a forked server process would
+    metrics = kernel.stash[METRICS].metrics
+    pid = os.getpid()
+    try:
+        kernel.hooks.ready(kernel)
+        assert (folder / f"gauge_liveall_{pid}.db").exists()
+    finally:
+        kernel.hooks.shutdown(kernel)  # the process ends...
+        metrics.files.close()
+    kernel.hooks.process_exited(kernel, pid)  # ...and the parent sees it
+    assert not (folder / f"gauge_liveall_{pid}.db").exists()
+    assert (folder / f"counter_{pid}.db").exists()
