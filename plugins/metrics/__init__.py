@@ -79,9 +79,10 @@ class ServerMetrics:
             self.metrics.publisher.start()
 
     @hookimpl
-    def wfserve_workflow_event(self) -> None:
-        """Several processes: a workflow came, went or was scaled; publish the gauges now."""
-        if self.metrics.publisher is not None:
+    def wfserve_workflow_event(self, event: str) -> None:
+        """Several processes: a workflow came, went, changed or was scaled; publish the gauges
+        now (not on a node failure: those may come often, the refresh shows them)."""
+        if self.metrics.publisher is not None and event != "node_failed":
             self.metrics.publisher.publish()
 
     @hookimpl
