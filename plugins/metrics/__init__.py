@@ -12,16 +12,16 @@ scraped. The Prometheus registry is the server's own, served
 on the metrics API as ``/metrics``. A kernel that was never started has no metrics: its
 executors and apps are not instrumented.
 
-With several server processes (``--workers N``, N > 1) a scrape shows the whole server,
-whichever process answers (:mod:`wfserve.plugins.metrics.shared`): ``wfserve_preload`` makes
-the run's metrics folder (``<run_dir>/metrics``, 0700, emptied) in the parent; each process
-writes its series through to its own files in it; ``/metrics`` merges them all. Counters and
-histograms are summed over every process the server ran, including ones that died and were
-replaced (a total never goes backwards); ``wfserve_node_workers`` and
-``wfserve_node_queue_length`` carry a ``pid`` label, one series per live process (refreshed
-at start, on workflow events, every second and on the answering process at each scrape;
-removed by ``wfserve_process_exited`` when a process ends); there are no ``process_*`` or
-``python_gc_*`` families. With one process the output is that process's registry, as before.
+With several server processes (``--workers N`` with N > 1, or 0 on several cores) a scrape
+shows the whole server, whichever process answers (:mod:`wfserve.plugins.metrics.shared`):
+``wfserve_preload`` makes the run's metrics folder (``<run_dir>/metrics``, 0700, emptied) in
+the parent; each process writes its series through to its own files in it; ``/metrics`` merges
+them all. Counters and histograms are summed over every process the server ran, including ones
+that died and were replaced (a total never goes backwards); ``wfserve_node_workers`` and
+``wfserve_node_queue_length`` carry a ``pid`` label, one series per live process (refreshed at
+start, on workflow events, every second and on the answering process at each scrape; removed by
+``wfserve_process_exited`` when a process ends); there are no ``process_*`` or ``python_gc_*``
+families. With one process the output is that process's registry, as before.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import prometheus_client
 
 from wfserve.kernel import hookimpl
 from wfserve.kernel.stash import StashKey
-from wfserve.plugins.api.settings import ApiSettings
+from wfserve.plugins.api.settings import server_processes
 from wfserve.plugins.metrics.instruments import Metrics
 from wfserve.plugins.metrics.shared import ProcessFiles
 from wfserve.plugins.metrics.shared import prepare_folder
@@ -148,7 +148,7 @@ FOLDER = StashKey[Path]()
 def wfserve_preload(kernel: Kernel) -> None:
     """Several server processes: make the run's metrics folder, empty and private, before
     they are forked (each one finds it in ``kernel.stash[FOLDER]``)."""
-    if kernel.settings.of(ApiSettings).workers > 1:
+    if server_processes(kernel.settings) > 1:
         kernel.stash[FOLDER] = prepare_folder(Path(kernel.settings.run_dir) / "metrics")
 
 
