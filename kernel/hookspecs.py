@@ -269,6 +269,22 @@ def wfserve_preload(kernel: Kernel) -> None:
     """
 
 
+@hookspec
+def wfserve_process_exited(kernel: Kernel, pid: int) -> None:
+    """A server process ended, whichever way (stopped, crashed, killed): forget what was
+    only true while it lived (its gauges in a metrics folder). The parent may start another
+    in its place.
+
+    Be quick and do not raise: the parent supervises the other processes meanwhile.
+
+    :param kernel: the kernel facade, as :func:`wfserve_preload` left it.
+    :param pid: the process id of the server process that ended.
+    :returns: nothing; every plugin is called. Called in the parent process (the one that
+        ran ``wfserve_preload``), from its main thread, once per server process that ended,
+        after it ended; not called for a kernel that serves in the process that made it.
+    """
+
+
 # Start-up runs in phases, in the order of :data:`wfserve.kernel.startup.PHASES`: startup (prepare),
 # restore, register_configured, register_defaults, ready. Within one phase plugins are called
 # in pluggy's order, which must not matter; what must come first belongs to an earlier phase.

@@ -292,6 +292,10 @@ class Hooks:
         """Before forking the server processes: plugins make what they share."""
         self.pm.hook.wfserve_preload(kernel=kernel)
 
+    def process_exited(self, kernel: Kernel, pid: int) -> None:
+        """In the parent: server process ``pid`` ended; plugins forget what it held."""
+        self.pm.hook.wfserve_process_exited(kernel=kernel, pid=pid)
+
     def startup(self, kernel: Kernel) -> None:
         """Start-up phase 1 only: every plugin prepares its state. A server starts with
         :func:`wfserve.kernel.startup.start`, which runs every phase in order."""

@@ -140,6 +140,7 @@ class WfserveApplication(BaseApplication):
         self.cfg.set("threads", settings.threads)
         self.cfg.set("logger_class", StructlogLogger)
         self.cfg.set("worker_exit", self._worker_exit)
+        self.cfg.set("child_exit", self._child_exit)
 
     def load(self) -> Any:
         batch_logs(self.kernel, sys.stderr)  # in the worker: its flusher thread lives here
@@ -149,6 +150,14 @@ class WfserveApplication(BaseApplication):
         app = create_wsgi(self.kernel)
         self.booted = True
         return app
+
+    def _child_exit(self, server: Any, worker: Any) -> None:
+        """In the master, once a worker ended (any way): ``wfserve_process_exited``. A plugin
+        that raises is logged; the master goes on supervising."""
+        try:
+            self.kernel.hooks.process_exited(self.kernel, worker.pid)
+        except Exception:
+            log.exception("wfserve_process_exited failed", pid=worker.pid)
 
     def _worker_exit(self, server: Any, worker: Any) -> None:
         """Drain through ``wfserve_shutdown``, then end the worker process for sure.

@@ -11,11 +11,23 @@ the same way. Workers and queue lengths are read from the executors when ``/metr
 scraped. The Prometheus registry is the server's own, served
 on the metrics API as ``/metrics``. A kernel that was never started has no metrics: its
 executors and apps are not instrumented.
+
+With several server processes (``--workers N`` with N > 1, or 0 on several cores) a scrape
+shows the whole server, whichever process answers (:mod:`wfserve.plugins.metrics.shared`):
+``wfserve_preload`` makes the run's metrics folder (``<run_dir>/metrics``, 0700, emptied) in
+the parent; each process writes its series through to its own files in it; ``/metrics`` merges
+them all. Counters and histograms are summed over every process the server ran, including ones
+that died and were replaced (a total never goes backwards); ``wfserve_node_workers`` and
+``wfserve_node_queue_length`` carry a ``pid`` label, one series per live process (refreshed at
+start, on workflow events, every second and on the answering process at each scrape; removed by
+``wfserve_process_exited`` when a process ends); there are no ``process_*`` or ``python_gc_*``
+families. With one process the output is that process's registry, as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -24,7 +36,11 @@ import prometheus_client
 
 from wfserve.kernel import hookimpl
 from wfserve.kernel.stash import StashKey
+from wfserve.plugins.api.settings import server_processes
 from wfserve.plugins.metrics.instruments import Metrics
+from wfserve.plugins.metrics.shared import ProcessFiles
+from wfserve.plugins.metrics.shared import prepare_folder
+from wfserve.plugins.metrics.shared import process_ended
 
 if TYPE_CHECKING:
     from wfserve.kernel.contracts import Executor
@@ -40,7 +56,9 @@ class ServerMetrics:
     """Per-server plugin object: the server's :class:`Metrics` and the hooks that feed and
     serve them."""
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, folder: Path | None = None) -> None:
+        """:param folder: the run's shared metrics folder (several server processes), or
+            None: this process's metrics are the server's."""
         registry = kernel.registry
 
         def describe_all() -> list[tuple[str, ExecutorState]]:
@@ -52,7 +70,26 @@ class ServerMetrics:
                     continue
             return found
 
-        self.metrics = Metrics(describe_all)
+        self.metrics = Metrics(describe_all, None if folder is None else ProcessFiles(folder))
+
+    @hookimpl
+    def wfserve_ready(self) -> None:
+        """Several processes: publish this process's gauges now and every second after."""
+        if self.metrics.publisher is not None:
+            self.metrics.publisher.start()
+
+    @hookimpl
+    def wfserve_workflow_event(self, event: str) -> None:
+        """Several processes: a workflow came, went, changed or was scaled; publish the gauges
+        now (not on a node failure: those may come often, the refresh shows them)."""
+        if self.metrics.publisher is not None and event != "node_failed":
+            self.metrics.publisher.publish()
+
+    @hookimpl
+    def wfserve_shutdown(self) -> None:
+        """Several processes: stop refreshing the gauges."""
+        if self.metrics.publisher is not None:
+            self.metrics.publisher.stop()
 
     @hookimpl(wrapper=True)
     def wfserve_make_executor(self, workflow: Workflow
@@ -103,12 +140,30 @@ class ServerMetrics:
 
 
 METRICS = StashKey[ServerMetrics]()
+#: the run's shared metrics folder, made in the parent when it forks several server processes
+FOLDER = StashKey[Path]()
+
+
+@hookimpl
+def wfserve_preload(kernel: Kernel) -> None:
+    """Several server processes: make the run's metrics folder, empty and private, before
+    they are forked (each one finds it in ``kernel.stash[FOLDER]``)."""
+    if server_processes(kernel.settings) > 1:
+        kernel.stash[FOLDER] = prepare_folder(Path(kernel.settings.run_dir) / "metrics")
+
+
+@hookimpl
+def wfserve_process_exited(kernel: Kernel, pid: int) -> None:
+    """A server process ended: drop its gauges from the scrape (its counts stay)."""
+    folder = kernel.stash.get(FOLDER)
+    if folder is not None:
+        process_ended(folder, pid)
 
 
 @hookimpl
 def wfserve_startup(kernel: Kernel) -> None:
     """Prepare: make this server's metrics (stash and plugin), before any registration."""
-    plugin = kernel.stash[METRICS] = ServerMetrics(kernel)
+    plugin = kernel.stash[METRICS] = ServerMetrics(kernel, kernel.stash.get(FOLDER))
     kernel.pm.register(plugin, name="metrics.server")
 
 

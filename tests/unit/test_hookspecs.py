@@ -29,6 +29,7 @@ FACADE = {
     "wfserve_add_commands": "add_commands",
     "wfserve_registration_store": "registration_store",
     "wfserve_preload": "preload",
+    "wfserve_process_exited": "process_exited",
     "wfserve_startup": "startup",
     "wfserve_restore": "restore",
     "wfserve_register_configured": "register_configured",
