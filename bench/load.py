@@ -227,46 +227,51 @@ def _run_clients(call: tuple[Any, ...], concurrency: int, duration: float,
 def warm_processes(base: str, path: str, *, body: bytes = b"",
                    headers: dict[str, str] | None = None, method: str = "POST",
                    processes: int = 1, per_process: int = 10, timeout: float = 60.0,
-                   expect: int = 200) -> dict[str, int]:
+                   expect: int = 200, max_failures: int = 20) -> dict[str, int]:
     """Send requests on fresh connections until each of ``processes`` server processes (told
     apart by wfserve's ``X-Wfserve-Process`` header) has answered ``per_process`` of them, or
     ``timeout`` passes. Several connections at a time, so idle workers share the accepts.
 
-    :returns: answers per process id ("-" where the server sends no header).
-    :raises RuntimeError: an answer other than ``expect``.
+    :returns: good answers per process id ("-" where the server sends no header), and
+        "failed": answers other than ``expect`` (TorchServe loses one now and then).
+    :raises RuntimeError: no good answer at all, or more than ``max_failures`` bad ones.
     """
     host, port = check_loopback(base)
     seen: dict[str, int] = {}
+    failures: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + timeout
 
     def done() -> bool:
         with lock:
             counts = sorted(seen.values(), reverse=True)[:processes]
-            return len(counts) >= processes and min(counts) >= per_process
-
-    failures: list[str] = []
+            return (len(counts) >= processes and min(counts) >= per_process) or len(
+                failures) > max_failures
 
     def client() -> None:
-        while not done() and not failures and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
             try:
                 conn.request(method, path, body=body, headers=dict(headers or {}))
                 response = conn.getresponse()
                 answer = response.read()
-                if response.status != expect:
-                    failures.append(f"{path}: {response.status} {answer[:300]!r}")
                 pid = response.getheader("X-Wfserve-Process") or "-"
+                status = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                answer, pid, status = repr(exc).encode(), "-", 0
             finally:
                 conn.close()
             with lock:
-                seen[pid] = seen.get(pid, 0) + 1
+                if status == expect:
+                    seen[pid] = seen.get(pid, 0) + 1
+                else:
+                    failures.append(f"{path}: {status} {answer[:300]!r}")
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(2 * processes)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout + REQUEST_TIMEOUT)
-    if failures:
-        raise RuntimeError(failures[0])
-    return seen
+    if failures and (not seen or len(failures) > max_failures):
+        raise RuntimeError(f"{len(failures)} bad answers; the first: {failures[0]}")
+    return {**seen, "failed": len(failures)}
