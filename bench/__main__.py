@@ -13,9 +13,10 @@ One invocation measures, in this order:
    ``--workers``, 1 and 32 clients; then the in-process floors (:mod:`bench.floors`);
 2. for each N of ``--workers``, ``wfserve serve --workers N`` with every benchmark workflow
    registered at start (``--workflows``), then TorchServe 0.12.0 (``--peer torchserve``):
-   every process warmed up, then ``/ping``, the plain model (``/predictions/seq_wf__m1``),
-   ``seq_wf`` and ``par_wf`` at 1, 8 and 32 clients, the batching and hop workloads, and the
-   image pipeline (JPEG -> ResNet-18 -> top 5) at 1 and 16 clients;
+   every process warmed up, then ``/ping``, the plain model (``/predictions/seq_wf__m1``), the
+   plain one-model workflow (``one_wf``), ``seq_wf`` and ``par_wf`` at 1, 8 and 32 clients,
+   the batching and hop workloads, and the image pipeline (JPEG -> ResNet-18 -> top 5) at 1
+   and 16 clients;
 3. memory: the server tree's PSS after the warm-up, wfserve at each N of ``--memory-workers``.
 
 Each phase reports rps, p50/p99 and the load generator's CPU share (its CPU time over the
@@ -76,8 +77,8 @@ IMAGE_CLIENTS = (1, 16)
 def matrix() -> list[tuple[str, str, str, int]]:
     """(phase, method, path, clients), in run order (the image phases follow: image_phases)."""
     phases = [(f"ping_c{c}", "GET", "/ping", c) for c in (1, 8, 32)]
-    for name, path in (("plain", "/predictions/seq_wf__m1"), ("seq", "/wfpredict/seq_wf"),
-                       ("par", "/wfpredict/par_wf")):
+    for name, path in (("plain", "/predictions/seq_wf__m1"), ("one", "/wfpredict/one_wf"),
+                       ("seq", "/wfpredict/seq_wf"), ("par", "/wfpredict/par_wf")):
         phases += [(f"{name}_c{c}", "POST", path, c) for c in (1, 8, 32)]
     phases += [(f"batch{b}_c32", "POST", f"/wfpredict/batch{b}_wf", 32) for b in BATCHES]
     phases += [(f"hop{h}_c1", "POST", f"/wfpredict/hop{h}_wf", 1) for h in HOPS]

@@ -5,6 +5,7 @@
 - ``batch1_wf`` / ``batch8_wf``: one model node whose cost dominates (a deep narrow TorchScript
   MLP, one call per batch) at batch-size 1 and 8;
 - ``hop1_wf`` .. ``hop8_wf``: chains of 1, 2, 4, 8 trivial function nodes;
+- ``one_wf``: the plain one-model workflow, ``m1`` alone (the peer's tiny model and settings);
 - ``image_wf``: what a TorchServe user runs, ``decode_resize -> resnet18 -> top5``: a JPEG
   decoded and resized to 224x224 and normalised (PIL, numpy), torchvision's ResNet-18 with
   random weights saved as TorchScript and packed with torch-model-archiver (batch size 8,
@@ -45,7 +46,20 @@ dag:
   resnet18: [top5]
 """
 # every workflow the benchmark serves (wfserve registers them all at start)
-WORKFLOWS = ("seq_wf", "par_wf", *(f"batch{b}_wf" for b in BATCHES),
+ONE_SPEC = """\
+models:
+  min-workers: 1
+  max-workers: 1
+  batch-size: 1
+  max-batch-delay: 0
+  retry-attempts: 1
+  timeout-ms: 10000
+  m1:
+    url: m1.mar
+dag:
+  m1: []
+"""
+WORKFLOWS = ("seq_wf", "par_wf", "one_wf", *(f"batch{b}_wf" for b in BATCHES),
              *(f"hop{h}_wf" for h in HOPS), "image_wf")
 
 
@@ -126,6 +140,7 @@ def build_workloads(root: Path) -> Workloads:
                      "  heavy:\n    url: heavy.mar\ndag:\n  heavy: []\n")
         build_war(stores.workflow_store, f"batch{size}_wf", spec_file=spec,
                   handler=ASSETS / "hop_handler.py")
+    build_war(stores.workflow_store, "one_wf", spec_file=_spec(build / "one.yaml", ONE_SPEC))
     for hops in HOPS:
         edges = "".join(f"  f{i}: [f{i + 1}]\n" for i in range(hops - 1))
         edges += f"  f{hops - 1}: []\n" if hops == 1 else ""
