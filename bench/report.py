@@ -253,7 +253,7 @@ def targets(run: dict[str, Any]) -> list[tuple[str, str, str]]:
         if a is None or b is None:
             rows.append((target, "N=1 or N=2 not measured", "not measured"))
             continue
-        rows.append((target, f"N=1 {a:.0f}, N=2 {b:.0f} rps ({b / a:.2f}x)",
+        rows.append((target, f"N=1 {_rps(a)}, N=2 {_rps(b)} rps ({b / a:.2f}x)",
                      "holds" if b >= 1.5 * a else "missed"))
     wf = sorted((s for s in servers if s.startswith("wfserve-n")),
                 key=lambda s: int(s.removeprefix("wfserve-n")))
@@ -270,7 +270,7 @@ def targets(run: dict[str, Any]) -> list[tuple[str, str, str]]:
                 if a is None or b is None:
                     parts.append(f"{_clients(c)}: -")
                     continue
-                parts.append(f"{_clients(c)}: {a:.0f} vs {b:.0f} rps ({a / b:.2f}x)")
+                parts.append(f"{_clients(c)}: {_rps(a)} vs {_rps(b)} rps ({a / b:.2f}x)")
                 (held if a >= factor * b else missed).append(str(c))
             if not held and not missed:
                 verdict = "not measured"
@@ -290,6 +290,10 @@ def targets(run: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((target, f"N=1 {a:.3f} ms, N=2 {b:.3f} ms ({b - a:+.3f} ms, "
                              f"{(b - a) / a * 100:+.0f}%)", "holds" if b <= a else "missed"))
     return rows
+
+
+def _rps(v: float) -> str:
+    return f"{v:.0f}" if v >= 10 else f"{v:.2f}"
 
 
 def _clients(c: int) -> str:
