@@ -3,7 +3,11 @@
 N client threads, each with one keep-alive connection, send the same request back to back
 until the duration or the request cap is reached (after a warm-up that is not counted).
 Reports min/p50/p90/p99/max latency, throughput, errors, stalls (successes slower than 1 s)
-and the generator's own CPU time, since it shares the machine with the server.
+and the generator's own CPU time, since it shares the machine with the server: ``client_cpu_s``
+(the client loops' CPU time, user + system, each measured on its own thread, so nothing else
+this process does is counted) and ``client_cpu_share`` (that over the phase's wall time and the
+machine's cores: 0.25 on 2 cores is half a core).
+:func:`warm_processes` warms every process of a multi-process server.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import http.client
 import ipaddress
 import math
 import multiprocessing
-import resource
+import os
 import statistics
 import threading
 import time
@@ -42,6 +46,7 @@ class LoadResult:
     max: float
     mean: float
     client_cpu_s: float
+    client_cpu_share: float
     statuses: dict[str, int]
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,13 +75,20 @@ class _Outcome:
     latencies: list[float]
     errors: int
     statuses: dict[str, int]
+    ended: float = 0.0  # time.monotonic() when the loop ended
+    cpu_s: float = 0.0  # CPU seconds of the loop's thread during the loop
 
 
 def _client_loop(host: str, port: int, method: str, path: str, body: bytes,
                  headers: dict[str, str], stop_at: float, budget: _Budget | None,
-                 quota: int | None, expect: int) -> _Outcome:
-    """One keep-alive connection sending requests back to back until time or budget ends."""
+                 quota: int | None, expect: int, start_at: float = 0.0) -> _Outcome:
+    """One keep-alive connection sending requests back to back from ``start_at`` until time or
+    budget ends."""
     outcome = _Outcome([], 0, {})
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    cpu0 = time.thread_time()
     conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
     sent = 0
     try:
@@ -102,7 +114,14 @@ def _client_loop(host: str, port: int, method: str, path: str, body: bytes,
                 outcome.errors += 1
     finally:
         conn.close()
+        outcome.ended = time.monotonic()
+        outcome.cpu_s = time.thread_time() - cpu0
     return outcome
+
+
+def _client_ready(barrier: Any) -> None:
+    """Pool initializer: wait until every client process (and the parent) is up."""
+    barrier.wait(120)
 
 
 class _Budget:
@@ -136,10 +155,9 @@ def run_load(base: str, path: str, *, body: bytes = b"", headers: dict[str, str]
     call = (host, port, method, path, body, headers)
     if warmup:
         _client_loop(*call, time.monotonic() + 60.0, None, warmup, expect)
-    cpu0 = _cpu()
-    started = time.monotonic()
-    outcomes = _run_clients(call, concurrency, duration, max_requests, expect, processes)
-    elapsed = time.monotonic() - started
+    started, outcomes, client_cpu = _run_clients(call, concurrency, duration, max_requests,
+                                                  expect, processes)
+    elapsed = max((o.ended for o in outcomes), default=started) - started
     latencies = sorted(lat * 1000 for o in outcomes for lat in o.latencies)
     statuses: dict[str, int] = {}
     for o in outcomes:
@@ -158,29 +176,37 @@ def run_load(base: str, path: str, *, body: bytes = b"", headers: dict[str, str]
         p99=round(_percentile(latencies, 99), 3),
         max=round(latencies[-1], 3) if latencies else float("nan"),
         mean=round(statistics.fmean(latencies), 3) if latencies else float("nan"),
-        client_cpu_s=round(_cpu() - cpu0, 3),
+        client_cpu_s=round(client_cpu, 3),
+        client_cpu_share=round(client_cpu / elapsed / (os.cpu_count() or 1), 3) if elapsed
+        else 0.0,
         statuses=statuses,
     )
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the client processes)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def _run_clients(call: tuple[Any, ...], concurrency: int, duration: float,
-                 max_requests: int | None, expect: int, processes: bool) -> list[_Outcome]:
-    stop_at = time.monotonic() + duration
+                 max_requests: int | None, expect: int, processes: bool
+                 ) -> tuple[float, list[_Outcome], float]:
+    """Run the clients; (the phase's start, their outcomes, their CPU seconds in all)."""
     if processes and concurrency > 1:
         # NOTE: a request cap is split evenly between processes (they share no counter).
         quota = None if max_requests is None else -(-max_requests // concurrency)
         context = multiprocessing.get_context("fork")
-        with context.Pool(concurrency) as pool:
-            jobs = [pool.apply_async(_client_loop, (*call, stop_at, None, quota, expect))
+        barrier = context.Barrier(concurrency + 1)
+        with context.Pool(concurrency, initializer=_client_ready, initargs=(barrier,)) as pool:
+            # the phase starts once every client process is up (forking 32 copies of a process
+            # holding torch takes a while on a loaded machine), not when the first one is
+            barrier.wait(120)
+            start_at = time.monotonic() + 0.05
+            stop_at = start_at + duration
+            jobs = [pool.apply_async(_client_loop, (*call, stop_at, None, quota, expect,
+                                                    start_at))
                     for _ in range(concurrency)]
-            return [job.get(duration + REQUEST_TIMEOUT + 10) for job in jobs]
+            outcomes = [job.get(duration + REQUEST_TIMEOUT + 10) for job in jobs]
+            pool.close()
+            pool.join()
+            return start_at, outcomes, sum(o.cpu_s for o in outcomes)
+    start_at = time.monotonic()
+    stop_at = start_at + duration
     budget = _Budget(max_requests)
     results: list[_Outcome] = []
     lock = threading.Lock()
@@ -195,4 +221,57 @@ def _run_clients(call: tuple[Any, ...], concurrency: int, duration: float,
         t.start()
     for t in threads:
         t.join(duration + REQUEST_TIMEOUT + 5)
-    return results
+    return start_at, results, sum(o.cpu_s for o in results)
+
+
+def warm_processes(base: str, path: str, *, body: bytes = b"",
+                   headers: dict[str, str] | None = None, method: str = "POST",
+                   processes: int = 1, per_process: int = 10, timeout: float = 60.0,
+                   expect: int = 200, max_failures: int = 20) -> dict[str, int]:
+    """Send requests on fresh connections until each of ``processes`` server processes (told
+    apart by wfserve's ``X-Wfserve-Process`` header) has answered ``per_process`` of them, or
+    ``timeout`` passes. Several connections at a time, so idle workers share the accepts.
+
+    :returns: good answers per process id ("-" where the server sends no header), and
+        "failed": answers other than ``expect`` (TorchServe loses one now and then).
+    :raises RuntimeError: no good answer at all, or more than ``max_failures`` bad ones.
+    """
+    host, port = check_loopback(base)
+    seen: dict[str, int] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeout
+
+    def done() -> bool:
+        with lock:
+            counts = sorted(seen.values(), reverse=True)[:processes]
+            return (len(counts) >= processes and min(counts) >= per_process) or len(
+                failures) > max_failures
+
+    def client() -> None:
+        while not done() and time.monotonic() < deadline:
+            conn = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT)
+            try:
+                conn.request(method, path, body=body, headers=dict(headers or {}))
+                response = conn.getresponse()
+                answer = response.read()
+                pid = response.getheader("X-Wfserve-Process") or "-"
+                status = response.status
+            except (OSError, http.client.HTTPException) as exc:
+                answer, pid, status = repr(exc).encode(), "-", 0
+            finally:
+                conn.close()
+            with lock:
+                if status == expect:
+                    seen[pid] = seen.get(pid, 0) + 1
+                else:
+                    failures.append(f"{path}: {status} {answer[:300]!r}")
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(2 * processes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + REQUEST_TIMEOUT)
+    if failures and (not seen or len(failures) > max_failures):
+        raise RuntimeError(f"{len(failures)} bad answers; the first: {failures[0]}")
+    return {**seen, "failed": len(failures)}

@@ -1,9 +1,13 @@
 """The two servers under test, started the way their users start them, on loopback ports.
 
-``Wfserve``: ``wfserve serve --foreground`` with the workflows given at start-up.
+``Wfserve``: ``wfserve serve --foreground --workers N`` with every benchmark workflow given at
+start-up (``--workflows``), so each of the N server processes has them.
 ``TorchServe``: the real TorchServe 0.12.0 (``torchserve --start``) from a venv built with the
-peer recipe (``VENV``, default /tmp/peer-venv: torch 2.13.0 CPU, torchserve 0.12.0, the
-archivers, pyyaml); workflows are registered over its management API, which is its only way.
+peer recipe (``VENV``, default /tmp/peer-venv: torchserve 0.12.0, the archivers, pyyaml, numpy,
+Pillow and torch; ``python -m bench.peer_venv`` builds it with torch 2.14.1 and torchvision
+0.29.1); workflows are registered over its management API, which is its only way.
+``EchoFloor``: gunicorn with a bare echo app, WSGI (gthread, as wfserve) or ASGI (uvicorn's
+worker class, httptools), N worker processes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from bench.procmon import wait_until
 ASSETS = Path(__file__).resolve().parent / "assets"
 PEER_VENV = Path(os.environ.get("VENV", "/tmp/peer-venv"))
 START_WORKFLOWS = ("seq_wf", "par_wf")
+# every server process runs one intra-op torch thread, so N processes do not oversubscribe the
+# cores (TorchServe's backend workers inherit the frontend's environment)
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 def free_port() -> int:
@@ -44,6 +51,7 @@ class Server:
     """Common parts: ports, cold start measurement, registration."""
 
     name = "server"
+    processes = 1  # processes that answer requests (each must be warmed up)
 
     def __init__(self, model_store: Path, workflow_store: Path, workdir: Path) -> None:
         self.model_store, self.workflow_store, self.workdir = model_store, workflow_store, workdir
@@ -76,6 +84,16 @@ class Wfserve(Server):
     name = "wfserve"
     extra: tuple[str, ...] = ()  # more command-line settings (the executor)
 
+    def __init__(self, model_store: Path, workflow_store: Path, workdir: Path, *,
+                 workers: int | None = None, workflows: tuple[str, ...] = START_WORKFLOWS
+                 ) -> None:
+        """:param workers: ``--workers N`` (None: the setting's default, one process);
+        :param workflows: registered at start-up (``--workflows``), ``.war`` names."""
+        super().__init__(model_store, workflow_store, workdir)
+        self.workers, self.workflows = workers, workflows
+        if workers is not None:
+            self.name, self.processes = f"wfserve-n{workers}", workers
+
     def start(self, payload: bytes) -> None:
         log = open(self.workdir / "wfserve.log", "ab")  # noqa: SIM115 - lives with the process
         started = time.monotonic()
@@ -85,9 +103,10 @@ class Wfserve(Server):
              "--metrics-address", f"http://127.0.0.1:{self.ports['metrics']}",
              "--model-store", str(self.model_store), "--workflow-store", str(self.workflow_store),
              "--run-dir", str(self.workdir / "run"), "--no-example", "--disable-token-auth",
-             *self.extra, "--workflows", *(f"{w}.war" for w in START_WORKFLOWS)],
+             *self.extra, *(("--workers", str(self.workers)) if self.workers else ()),
+             "--workflows", *(f"{w}.war" for w in self.workflows)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
+            env={**os.environ, **SERVER_ENV, "WFSERVE_DISABLE_PLUGIN_AUTOLOAD": "1"})
         self.pid = self.process.pid
         self._wait_answering(started, payload)
 
@@ -110,6 +129,12 @@ class WfserveRay(Wfserve):
 class TorchServe(Server):
     name = "torchserve"
 
+    def __init__(self, model_store: Path, workflow_store: Path, workdir: Path, *,
+                 workflows: tuple[str, ...] = START_WORKFLOWS) -> None:
+        """:param workflows: registered over the management API once it answers."""
+        super().__init__(model_store, workflow_store, workdir)
+        self.workflows = workflows
+
     @staticmethod
     def available() -> bool:
         return (PEER_VENV / "bin" / "torchserve").exists() and shutil.which("java") is not None
@@ -127,7 +152,7 @@ class TorchServe(Server):
             "disable_token_authorization=true", "install_py_dep_per_model=false",
             f"model_store={self.model_store}", f"workflow_store={self.workflow_store}", "",
         ]))
-        env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}",
+        env = {**os.environ, **SERVER_ENV, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}",
                "LOG_LOCATION": str(run / "logs"), "METRICS_LOCATION": str(run / "logs")}
         started = time.monotonic()
         # NOTE: the daemonized JVM inherits stdout/stderr: a pipe here would never reach EOF
@@ -141,7 +166,7 @@ class TorchServe(Server):
         if not wait_until(self._pinged, 120):
             raise RuntimeError("torchserve did not answer /ping")
         self.pid = self._java_pid()
-        for w in START_WORKFLOWS:
+        for w in self.workflows:
             self.register(f"{w}.war")
         self._wait_answering(started, payload)
 
@@ -165,18 +190,36 @@ class TorchServe(Server):
 
 
 class EchoFloor(Server):
-    """gunicorn (gthread, 1 worker, wfserve's thread count and keep-alive) with a bare app."""
+    """gunicorn with a bare echo app: ``gthread`` (wfserve's worker class, thread count and
+    keep-alive; ``bench/echo_app.py``) or ``uvicorn`` (uvicorn's worker class with httptools, a
+    Falcon ASGI app; ``bench/asgi_echo.py``), ``workers`` processes."""
 
     name = "echo-floor"
 
-    def start(self, payload: bytes) -> None:
-        from wfserve.kernel.settings import Settings
+    def __init__(self, model_store: Path, workflow_store: Path, workdir: Path, *,
+                 workers: int = 1, kind: str = "gthread") -> None:
+        super().__init__(model_store, workflow_store, workdir)
+        self.workers, self.kind = workers, kind
+        self.name, self.processes = f"{kind}-n{workers}", workers
 
-        log = open(self.workdir / "echo.log", "ab")  # noqa: SIM115 - lives with the process
+    @staticmethod
+    def asgi_available() -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) is not None for m in ("uvicorn", "httptools"))
+
+    def start(self, payload: bytes) -> None:
+        from wfserve.plugins.api.settings import ApiSettings
+
+        if self.kind == "gthread":
+            worker = ["-k", "gthread", "--threads", str(ApiSettings().threads),
+                      "bench.echo_app:app"]
+        else:
+            worker = ["-k", "bench.asgi_echo.HttptoolsWorker", "bench.asgi_echo:app"]
+        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - lives with it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1",
-             "--threads", str(Settings().threads), "--keep-alive", "75",
-             "-b", f"127.0.0.1:{self.ports['inference']}", "bench.echo_app:app"],
+            [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "--keep-alive", "75",
+             "-b", f"127.0.0.1:{self.ports['inference']}", *worker],
             cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
         if not wait_until(lambda: _answers(f"{self.inference}/", payload), 60):
