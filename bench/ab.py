@@ -32,7 +32,7 @@ class TreeWfserve(Wfserve):
     """wfserve started from the source tree ``source`` (first on ``PYTHONPATH``)."""
 
     def __init__(self, source: Path, *args: Path) -> None:
-        super().__init__(*args)
+        super().__init__(*args, workers=1)  # NOTE: the setting's default is one per core
         self.source = source
 
     def start(self, payload: bytes) -> None:

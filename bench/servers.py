@@ -87,7 +87,7 @@ class Wfserve(Server):
     def __init__(self, model_store: Path, workflow_store: Path, workdir: Path, *,
                  workers: int | None = None, workflows: tuple[str, ...] = START_WORKFLOWS
                  ) -> None:
-        """:param workers: ``--workers N`` (None: the setting's default, one process);
+        """:param workers: ``--workers N`` (None: the setting's default, one per core);
         :param workflows: registered at start-up (``--workflows``), ``.war`` names."""
         super().__init__(model_store, workflow_store, workdir)
         self.workers, self.workflows = workers, workflows
