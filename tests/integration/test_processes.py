@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import http.server
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from tests.archives import expected_par
 from tests.archives import expected_seq
 from tests.helpers import WfserveServer
 from tests.helpers import wait_for
+from tests.local_http import local_server
 
 pytestmark = pytest.mark.integration
 PAYLOAD = json.dumps({"input": SAMPLE}).encode()
@@ -98,6 +100,30 @@ def test_a_registration_is_served_everywhere_at_once_and_gone_everywhere_at_once
         got, pids = answers(lambda: predict(server, "par"))
         assert len(pids) == 2
         assert [r.status_code for r in got] == [404] * ROUNDS  # never a stale 200
+
+
+def test_a_url_is_fetched_once_and_served_by_every_process(server, stores):
+    downloads = []
+
+    class Store(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(stores / "wf_store"), **kwargs)
+
+        def do_GET(self):
+            downloads.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    with local_server(Store) as (base, _):
+        r = fresh("POST", f"{server.management}/workflows",
+                  params={"url": f"{base}/par_wf.war", "workflow_name": "fetched"})
+        assert r.status_code == 200, r.text
+        got, pids = answers(lambda: predict(server, "fetched"))
+    assert len(pids) == 2 and all(r.json() == expected_par() for r in got)
+    assert downloads == ["/par_wf.war"]  # the other process loaded the same download
+    assert fresh("DELETE", f"{server.management}/workflows/fetched").status_code == 200
 
 
 def node_state(server, name, node):

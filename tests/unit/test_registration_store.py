@@ -171,3 +171,20 @@ def test_a_key_rotated_by_another_process_is_taken_from_the_file(tmp_path):
     new = here.key(INFERENCE)
     assert new != old
     assert here.check(new, INFERENCE) and not here.check(old, INFERENCE)
+
+
+def test_the_ray_executor_refuses_several_server_processes():
+    from wfserve.kernel.errors import UsageError
+    from wfserve.kernel.settings import load_settings
+    from wfserve.plugins.api.settings import ApiSettings
+    from wfserve.plugins.executors import ray
+    from wfserve.plugins.executors.ray.settings import RaySettings
+
+    def kernel_with(**cli):
+        return SimpleNamespace(settings=load_settings(cli=cli, env={},
+                                                      sections=[ApiSettings, RaySettings]))
+
+    with pytest.raises(UsageError, match="set workers to 1"):
+        ray.wfserve_preload(kernel_with(executor="ray", workers=2))
+    ray.wfserve_preload(kernel_with(executor="ray", workers=1))  # one process: allowed
+    ray.wfserve_preload(kernel_with(executor="threaded", workers=2))
