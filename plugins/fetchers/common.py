@@ -210,6 +210,8 @@ def release_download(path: Path) -> None:
         else:
             path.unlink(missing_ok=True)
         path.parent.rmdir()  # the download's own unique folder, when empty
+    except FileNotFoundError:
+        pass  # NOTE: another server process released the same download first
     except OSError as exc:
         log.warning("could not delete a downloaded archive", path=str(path), error=str(exc))
 
