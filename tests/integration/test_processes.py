@@ -32,7 +32,7 @@ PAYLOAD = json.dumps({"input": SAMPLE}).encode()
 JSON = {"Content-Type": "application/json"}
 PROCESS = "X-Wfserve-Process"
 #: fresh-connection requests sent after a change: enough for both processes to answer
-ROUNDS = 30
+ROUNDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +188,38 @@ def test_racing_registrations_end_in_one_state(server):
         assert fresh("DELETE", f"{server.management}/workflows/race").status_code == 200
     # one registration won each race; the other was refused with TorchServe's 409
     assert outcomes == [[200, 409]] * 4
+
+
+def test_racing_scale_calls_leave_every_process_with_the_same_values(server):
+    def scale(size):
+        return fresh("PUT", f"{server.management}/workflows/seq_wf/nodes/m1",
+                     params={"batch_size": size})
+
+    for sizes in ((4, 5), (6, 7)):
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            assert [r.status_code for r in pool.map(scale, sizes)] == [200, 200]
+        states = [node_state(server, "seq_wf", "m1") for _ in range(ROUNDS)]
+        assert len({pid for pid, _ in states}) == 2
+        assert len({s["batchSize"] for _, s in states}) == 1  # one of the two, everywhere
+        assert states[0][1]["batchSize"] in sizes
+
+
+def newest_snapshot(server):
+    folder = server.workdir / ".wfserve" / "snapshots"  # snapshot_dir's default
+    newest = max(folder.glob("snapshot-*.json"))
+    return {(w["name"], w["version"]): w for w in json.loads(newest.read_text())["workflows"]}
+
+
+def test_the_newest_snapshot_holds_what_every_process_serves(server):
+    r = fresh("POST", f"{server.management}/workflows",
+              params={"url": "par_wf.war", "workflow_name": "kept"})
+    assert r.status_code == 200
+    r = fresh("PUT", f"{server.management}/workflows/kept/nodes/m1", params={"batch_size": 3})
+    assert r.status_code == 200
+    snapshot = newest_snapshot(server)
+    assert snapshot[("kept", "1.0")]["scale"] == {"m1": {"batch_size": 3}}
+    assert fresh("DELETE", f"{server.management}/workflows/kept").status_code == 200
+    assert ("kept", "1.0") not in newest_snapshot(server)
 
 
 def test_a_killed_process_is_replaced_and_catches_up_while_the_other_serves(server):
