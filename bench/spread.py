@@ -5,7 +5,8 @@ cores those 32 processes compete with the server processes for the CPU. This one
 keep-alive connections as threads of one process (its CPU share is reported), alternates
 N = 1 and N = 2 over ``--rounds`` rounds (so the machine's drift hits both alike) and reports,
 per path, the rate at 32 clients and how the answers spread over the server processes
-(``X-Wfserve-Process``). Loopback only; every phase is bounded.
+(``X-Wfserve-Process``), and seq_wf's p50 at 1 client (``--requests`` requests on one
+connection). Loopback only; every phase is bounded.
 
     python -m bench.spread --rounds 3 --record
 """
@@ -70,16 +71,37 @@ def phase(base: str, path: str, body: bytes | None, clients: int, seconds: float
     return sum(counts.values()) / wall, counts, cpu / wall / (os.cpu_count() or 1)
 
 
+def one_client_p50(base: str, path: str, body: bytes, requests: int) -> float:
+    """p50 (ms) of ``requests`` requests one after another on one keep-alive connection,
+    after 50 uncounted ones."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    took = []
+    for i in range(requests + 50):
+        start = time.perf_counter()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"{path}: {answer.status}")
+        if i >= 50:
+            took.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return statistics.median(took)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spread", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per phase")
+    parser.add_argument("--requests", type=int, default=500, help="1-client seq_wf requests")
     parser.add_argument("--record", action="store_true", help="add the table to RESULTS.md")
     args = parser.parse_args(argv)
     rates: dict[tuple[int, str], list[float]] = {}
     shares: dict[tuple[int, str], list[float]] = {}
     spread: dict[tuple[int, str], list[str]] = {}
+    p50s: dict[int, list[float]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="wfserve-spread-") as tmp:
         stores = build_workloads(Path(tmp) / "stores")
         for round_ in range(args.rounds):
@@ -90,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                                  workers=workers)
                 server.start(PAYLOAD)
                 try:
+                    p50s[workers].append(one_client_p50(server.inference, "/wfpredict/seq_wf",
+                                                        PAYLOAD, args.requests))
+                    print(f"round {round_ + 1} N={workers} seq_wf p50 at 1 client: "
+                          f"{p50s[workers][-1]:.3f} ms", flush=True)
                     for path, body in PATHS.items():
                         rps, counts, share = phase(server.inference, path, body,
                                                    args.clients, args.duration)
@@ -118,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(spread[(2, path)])} | "
             f"{statistics.median(shares[(1, path)]):.0%} / "
             f"{statistics.median(shares[(2, path)]):.0%} |")
+    lines += ["", "seq_wf p50 at 1 client (ms, one connection, "
+              f"{args.requests} requests per round):", "",
+              "| N | rounds | median | spread |", "|---|---|---|---|"]
+    for workers, values in p50s.items():
+        lines.append(f"| {workers} | {', '.join(f'{v:.3f}' for v in values)} | "
+                     f"{statistics.median(values):.3f} | {max(values) - min(values):.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.record:
