@@ -237,11 +237,10 @@ def _load(
             entry = _start(kernel, wf_name, wf_version, url, archive, workdir, fetch)
             old = _publish(kernel, entry, update=update)
     except BaseException:
-        if entry is not None and not _serves(kernel, entry):
-            with contextlib.suppress(Exception):
-                entry.executor.close(timeout=0)
-            discard(workdir, releases)
-        elif entry is None:
+        if entry is None or not _serves(kernel, entry):  # NOTE: a published one stays
+            if entry is not None:
+                with contextlib.suppress(Exception):
+                    entry.executor.close(timeout=0)
             discard(workdir, releases)
         raise
     return entry, old

@@ -109,14 +109,13 @@ class Coordinator:
     def __init__(self, kernel: Kernel, store: RegistrationStore, *,
                  load: Callable[[Record], Registered],
                  free: Callable[[Registered], None],
-                 pid: int | None = None, timeout: float = 120.0) -> None:
+                 timeout: float = 120.0) -> None:
         """:param load: loads a record this process does not hold (never fetching a URL).
         :param free: drains and frees an entry the store no longer holds.
-        :param pid: this member's id (the process id; tests give their own).
         :param timeout: seconds :meth:`wait_all` waits for the other processes."""
         self.kernel, self.store = kernel, store
         self.load, self.free = load, free
-        self.pid = os.getpid() if pid is None else pid
+        self.pid = os.getpid()
         self.timeout = timeout
         self.lock = threading.RLock()
         self.applied = -1
@@ -135,9 +134,9 @@ class Coordinator:
 
         :param prepared: loaded and started entries that ``edit`` adds (by uid): applied as
             they are instead of loading them again.
+        :param wait: :meth:`wait_all` before returning.
         :returns: the new revision and the entries this process no longer holds (the caller
             frees them: an unregistration drains before it answers).
-        :param wait: :meth:`wait_all` before returning.
         :raises WfserveError: what ``edit`` raised (nothing changed); 503 when a process did
             not apply the change in time; 500 when one could not.
         """
